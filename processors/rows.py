@@ -1,0 +1,70 @@
+"""Rows of the current-state tables, derived from the domain views.
+
+These are plain dicts keyed by the column names of schemas/sql/tables.sql; the store adapters only
+insert them. Each row carries a `version` that grows with every event that can change it, so the
+ReplacingMergeTree tables keep the newest row, and writing the same row twice changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Iterator
+
+from processors.jobs import JobSummary
+from processors.numbers import COUNTERS, RESTART_CAUSES, core_hours, ratio_pct
+
+if TYPE_CHECKING:
+    from processors.stage import StageState
+
+
+def job_row(st: "StageState", s: JobSummary) -> dict[str, Any]:
+    last = s.attempts[-1] if s.attempts else None
+    row: dict[str, Any] = {
+        "campaign": st.campaign, "stage": st.stage, "job_id": s.job_id, "state": s.state,
+        "submission": s.submission or "", "attempts": len(s.attempts), "restarts": s.restarts,
+    }
+    for cause in RESTART_CAUSES:
+        row[f"restarts_{cause}"] = s.restart_causes.get(cause, 0)
+    row.update({
+        "exit_code": s.exit_code, "signal": s.signal, "completed_ok": int(s.completed_ok),
+        "cpu_terminations": s.cpu_terminations, "cpu_ms": s.cpu_ms, "core_wall_ms": s.core_wall_ms,
+        "cpu_efficiency_pct": ratio_pct(s.cpu_ms, s.core_wall_ms) if s.cpu_terminations and s.core_wall_ms else None,
+        "badput_core_ms": s.badput_core_ms, "badput_core_hours": core_hours(s.badput_core_ms),
+        "first_ts": s.first_ts, "last_ts": s.last_ts, "submitted_ts": s.submitted_ts,
+        "site": (last.site or "") if last else "", "host": (last.host or "") if last else "",
+        "events": s.events, "version": s.events,
+    })
+    return row
+
+
+def job_attempt_rows(st: "StageState", s: JobSummary) -> Iterator[dict[str, Any]]:
+    for a in s.attempts:
+        yield {
+            "campaign": st.campaign, "stage": st.stage, "job_id": s.job_id, "attempt": a.number,
+            "started_ts": a.started_ts, "ended_ts": a.ended_ts, "ended_by": a.ended_by or "",
+            "wall_s": a.wall_s, "cores": a.cores, "badput_core_ms": a.badput_core_ms,
+            "exit_code": a.exit_code, "signal": a.signal, "site": a.site or "", "host": a.host or "",
+            "version": s.events,
+        }
+
+
+def file_row(st: "StageState", name: str) -> dict[str, Any]:
+    f = st.files[name].view
+    return {
+        "campaign": st.campaign, "stage": st.stage, "file": name,
+        "is_input": int(f.is_input), "bucket": st.bucket_of(name) or "",
+        "is_output": int(f.declared_output), "located": int(f.located), "location": f.location or "",
+        "parents": sorted(f.parents), "outputs": sorted(st.children.get(name, ())),
+        "consumed": int(f.consumed), "disposition": f.disposition or "", "disposition_job": f.disposition_job or "",
+        "deliveries": f.deliveries, "first_ts": f.first_ts, "last_ts": f.last_ts, "located_ts": f.located_ts,
+        "version": st.file_version(name),
+    }
+
+
+def stage_row(st: "StageState") -> dict[str, Any]:
+    row: dict[str, Any] = {"campaign": st.campaign, "stage": st.stage}
+    row.update({k: st.counters[k] for k in COUNTERS})
+    row.update({
+        "events": st.events, "first_event_ts": st.first_event_ts, "last_event_ts": st.last_event_ts,
+        "last_progress_ts": st.last_progress_ts, "version": st.events,
+    })
+    return row
