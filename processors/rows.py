@@ -68,3 +68,25 @@ def stage_row(st: "StageState") -> dict[str, Any]:
         "last_progress_ts": st.last_progress_ts, "version": st.events,
     })
     return row
+
+
+def raw_event_row(ev: Any, payload: bytes, source: str, ingested_ts: float) -> dict[str, Any]:
+    """The raw_events row of one accepted event (payload is its canonical JSON)."""
+    is_job = ev.__class__.__name__ == "JobEvent"
+    if is_job:
+        return {
+            "campaign": ev.campaign, "stage": ev.stage, "kind": "job", "entity": ev.job_id,
+            "event_id": ev.event_id, "type": ev.type, "ts": ev.ts, "submission": ev.submission or "",
+            "job_id": ev.job_id, "file": "", "exit_code": ev.exit_code, "signal": ev.signal,
+            "cpu_user_s": ev.cpu_user_s, "cpu_sys_s": ev.cpu_sys_s, "wall_s": ev.wall_s, "cores": ev.cores,
+            "reason": ev.reason or "", "site": ev.site or "", "host": ev.host or "", "parents": [],
+            "location": "", "source": source, "ingested_ts": ingested_ts, "payload": payload.decode(),
+        }
+    return {
+        "campaign": ev.campaign, "stage": ev.stage, "kind": "file", "entity": ev.file,
+        "event_id": ev.event_id, "type": ev.type, "ts": ev.ts, "submission": ev.submission or "",
+        "job_id": ev.job_id or "", "file": ev.file, "exit_code": None, "signal": None,
+        "cpu_user_s": None, "cpu_sys_s": None, "wall_s": None, "cores": None,
+        "reason": "", "site": "", "host": "", "parents": list(ev.parents or ()),
+        "location": ev.location or "", "source": source, "ingested_ts": ingested_ts, "payload": payload.decode(),
+    }

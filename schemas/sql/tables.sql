@@ -152,4 +152,4 @@ CREATE TABLE IF NOT EXISTS dead_letter (
     position String,        -- line number or partition/offset
     reason String,
     raw String
-) ENGINE = MergeTree ORDER BY (received_ts, source, position);
+) ENGINE = ReplacingMergeTree ORDER BY (source, position);  -- the same bad line seen twice is one record

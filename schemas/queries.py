@@ -1,0 +1,150 @@
+"""The SQL definitions of the reported numbers and their drill-down lists.
+
+`stagewatch status`, `stagewatch missing-files`, the Grafana panels, the alert rules and the HTML
+report all run these templates, so a number shown anywhere is computed by exactly one piece of SQL.
+Placeholders are filled with `str.format`: `{where}` is a boolean SQL expression over `campaign`
+and `stage` (literal filters from the CLI, dashboard variables in Grafana), `{as_of}` a Unix-seconds
+expression (a literal, or `toUnixTimestamp(now())` in Grafana), `{threshold_s}` the stall threshold.
+
+The SQL runs on ClickHouse 18.16 as well as on modern ClickHouse and chDB: integer rounding
+(intDiv(2 * 1000 * n + d, 2 * d) / 10 is n / d in percent, rounded half up to 1 decimal, exactly as
+processors.numbers.ratio_pct) and no newer syntax.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from processors.numbers import FILE_BUCKETS, RESTART_CAUSES, STALL_THRESHOLD_S
+
+ACTIVE_SQL = "(jobs_idle + jobs_running + jobs_held + jobs_suspended + files_in_flight + files_pending)"
+
+STATUS_SQL = """
+SELECT
+    campaign,
+    stage,
+    input_files,
+    files_located,
+    files_declared_not_located,
+    files_consumed_no_output,
+    files_in_flight,
+    files_failed,
+    files_pending,
+    input_files - files_located AS files_without_located_output,
+    if(input_files = 0, 0., intDiv(2000 * files_located + input_files, 2 * input_files) / 10) AS completion_pct,
+    outputs_declared,
+    outputs_located,
+    jobs,
+    jobs_idle,
+    jobs_running,
+    jobs_held,
+    jobs_suspended,
+    jobs_completed,
+    jobs_removed,
+    jobs_completed_ok,
+    jobs_completed_failed,
+    job_attempts,
+    restarts,
+{cause_columns},
+    if(cpu_terminations = 0 OR core_wall_ms = 0, NULL,
+       intDiv(2000 * cpu_ms + core_wall_ms, 2 * core_wall_ms) / 10) AS cpu_efficiency_pct,
+    intDiv(200 * badput_core_ms + 3600000, 7200000) / 100 AS badput_core_hours,
+    last_event_ts,
+    last_progress_ts,
+    first_event_ts,
+    ({active} > 0 AND ({{as_of}} - ifNull(last_progress_ts, first_event_ts)) > {{threshold_s}}) AS stalled
+FROM stage_numbers FINAL
+WHERE {{where}}
+ORDER BY campaign, stage
+""".format(
+    cause_columns=",\n".join(f"    restarts_{c}" for c in RESTART_CAUSES),
+    active=ACTIVE_SQL,
+)
+
+FILES_SQL = """
+SELECT file, bucket, deliveries, disposition, disposition_job, outputs, last_ts
+FROM file_state FINAL
+WHERE {where} AND is_input = 1 AND {bucket_filter}
+ORDER BY file
+"""
+"""Input files of a stage in some buckets: the drill-down list behind each file number."""
+
+MISSING_FILES_FILTER = "bucket != 'files_located'"
+"""files_without_located_output = input_files - files_located: exactly the inputs not in that bucket."""
+
+JOBS_SQL = """
+SELECT job_id, state, attempts, restarts, restarts_evicted, restarts_shadow_exception,
+       restarts_reconnect_failed, restarts_held, restarts_unknown, exit_code, signal, completed_ok,
+       cpu_efficiency_pct, badput_core_hours, site, host, submitted_ts, last_ts
+FROM job_state FINAL
+WHERE {where} AND {job_filter}
+ORDER BY {order}
+LIMIT {limit}
+"""
+
+JOB_STATE_FILTERS = {
+    "idle": "state = 'idle'", "running": "state = 'running'", "held": "state = 'held'",
+    "suspended": "state = 'suspended'", "completed": "state = 'completed'", "removed": "state = 'removed'",
+    "completed_ok": "state = 'completed' AND completed_ok = 1",
+    "completed_failed": "state = 'completed' AND completed_ok = 0",
+    "restarted": "restarts > 0",
+}
+
+ATTEMPTS_SQL = """
+SELECT attempt, started_ts, ended_ts, ended_by, wall_s, cores, badput_core_ms, exit_code, signal, site, host
+FROM job_attempts FINAL
+WHERE {where} AND job_id = {job_id}
+ORDER BY attempt
+"""
+
+JOB_EVENTS_SQL = """
+SELECT ts, type, event_id, exit_code, signal, cpu_user_s, cpu_sys_s, wall_s, cores, reason, site, host
+FROM raw_events FINAL
+WHERE {where} AND kind = 'job' AND entity = {job_id}
+ORDER BY ts, event_id
+"""
+
+
+def literal(value: Any) -> str:
+    """A SQL literal for a Python value (strings quoted and escaped for ClickHouse)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    s = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{s}'"
+
+
+def where(campaign: str | None = None, stage: str | None = None) -> str:
+    parts = []
+    if campaign is not None:
+        parts.append(f"campaign = {literal(campaign)}")
+    if stage is not None:
+        parts.append(f"stage = {literal(stage)}")
+    return " AND ".join(parts) or "1"
+
+
+def bucket_filter(buckets: Iterable[str] | None) -> str:
+    if buckets is None:
+        return MISSING_FILES_FILTER
+    names = list(buckets)
+    unknown = [b for b in names if b not in FILE_BUCKETS]
+    if unknown:
+        raise ValueError(f"unknown file bucket(s) {unknown}; choose from {', '.join(FILE_BUCKETS)}")
+    return f"bucket IN ({', '.join(literal(b) for b in names)})"
+
+
+def status_sql(campaign: str | None = None, stage: str | None = None, *, as_of: float,
+               threshold_s: float = STALL_THRESHOLD_S) -> str:
+    return STATUS_SQL.format(where=where(campaign, stage), as_of=literal(float(as_of)),
+                             threshold_s=literal(float(threshold_s)))
+
+
+def missing_files_sql(campaign: str, stage: str) -> str:
+    return FILES_SQL.format(where=where(campaign, stage), bucket_filter=MISSING_FILES_FILTER)
+
+
+def files_sql(campaign: str, stage: str, buckets: Iterable[str] | None) -> str:
+    return FILES_SQL.format(where=where(campaign, stage), bucket_filter=bucket_filter(buckets))

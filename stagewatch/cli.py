@@ -1,0 +1,414 @@
+"""The `stagewatch` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+
+from processors.numbers import FILE_BUCKETS, GLOSSARY_URL, NUMBERS, NUMBERS_BY_NAME, STALL_THRESHOLD_S
+from stagewatch.store import DEFAULT_STORE, StoreError, default_store_url, open_store
+
+console = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True)
+
+DEFINITIONS_EPILOG = "Every number is defined in " + GLOSSARY_URL + " (also: `stagewatch glossary`)."
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  pretty_exceptions_enable=False,
+                  help="stagewatch: how every campaign stage stands, in files and in jobs. " + DEFINITIONS_EPILOG)
+convert_app = typer.Typer(no_args_is_help=True, help="Convert other formats to stagewatch events (JSON lines).")
+app.add_typer(convert_app, name="convert")
+
+StoreOpt = typer.Option(None, "--store", help=f"chdb:PATH (embedded) or clickhouse://user:pass@host:port/db. "
+                                              f"Default: $STAGEWATCH_STORE or {DEFAULT_STORE}.")
+
+
+class UserError(Exception):
+    """An error whose message is a sentence the user can act on."""
+
+
+class Fmt(str, Enum):
+    table = "table"
+    json = "json"
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+
+
+@app.callback()
+def _main(log_level: str = typer.Option("WARNING", "--log-level", help="DEBUG, INFO, WARNING or ERROR.")) -> None:
+    _setup_logging(log_level)
+
+
+def parse_time(value: str | None) -> float | None:
+    """RFC 3339 (with zone) or Unix seconds."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise UserError(f"--as-of {value!r} is neither Unix seconds nor an RFC 3339 time like 2017-06-20T11:25:00Z.")
+    if dt.tzinfo is None:
+        raise UserError(f"--as-of {value!r} has no time zone; add one, e.g. {value}Z.")
+    return dt.timestamp()
+
+
+def fmt_ts(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+
+
+# --------------------------------------------------------------------------------------------------
+@convert_app.command("condor-log")
+def convert_condor_log(
+    path: Path = typer.Argument(..., help="An HTCondor job event log (the job's `log = ...` file)."),
+    campaign: str = typer.Option(..., "--campaign"),
+    stage: str = typer.Option(..., "--stage"),
+    submission: Optional[str] = typer.Option(None, "--submission"),
+    schedd: Optional[str] = typer.Option(None, "--schedd", help="Schedd name, prefixed to job ids (schedd#123.0)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write here instead of stdout."),
+) -> None:
+    """Write job-event/1 JSON lines from an HTCondor job event log."""
+    from ingest.condor_log import convert_log
+    from schemas.events import encode_event
+
+    if not path.exists():
+        raise UserError(f"No HTCondor log at {path}; check the path.")
+    sink = open(out, "wb") if out else sys.stdout.buffer
+    n = 0
+    try:
+        for ev in convert_log(str(path), campaign=campaign, stage=stage, submission=submission, schedd=schedd):
+            sink.write(encode_event(ev) + b"\n")
+            n += 1
+    finally:
+        if out:
+            sink.close()
+    err.print(f"converted {n} job events from {path}")
+
+
+@app.command()
+def replay(
+    files: list[str] = typer.Argument(..., help="JSON-lines files of job-event/1 and file-event/1 ('-' is stdin)."),
+    store: Optional[str] = StoreOpt,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Replay events into the store (adds to what is there; duplicates change nothing)."""
+    from stagewatch.replay import replay_paths
+
+    for f in files:
+        if f != "-" and not os.path.isfile(f):
+            raise UserError(f"No such file: {f}")
+    total = sum(os.path.getsize(f) for f in files if f != "-")
+    invalid_shown = 0
+
+    def on_invalid(dl: Any) -> None:
+        nonlocal invalid_shown
+        invalid_shown += 1
+        if invalid_shown <= 20:
+            err.print(f"[yellow]invalid[/] {dl} (kept in the dead_letter table)", markup=True, highlight=False)
+
+    with open_store(store) as st:
+        if quiet or not err.is_terminal:
+            report = replay_paths(st, files, on_invalid=on_invalid)
+        else:
+            with Progress(TextColumn("replaying"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                          TimeRemainingColumn(), console=err) as prog:
+                task = prog.add_task("replay", total=total or None)
+                report = replay_paths(st, files, on_invalid=on_invalid,
+                                      progress=lambda n: prog.advance(task, n))
+    if len(report.invalid) > invalid_shown:
+        pass
+    if len(report.invalid) > 20:
+        err.print(f"... and {len(report.invalid) - 20} more invalid lines (SELECT * FROM dead_letter)")
+    err.print(f"replayed {report.lines} lines: {report.new_events} new events, {report.duplicates} duplicates, "
+              f"{len(report.invalid)} invalid, {len(report.stages)} stage(s) in {report.seconds:.1f} s "
+              f"({report.events_per_s:,.0f} lines/s) into {st.url}")
+
+
+STATUS_HELP = "Per stage: the file numbers first, then the jobs.\n\n" + "\n\n".join(
+    f"[bold]{n.name}[/]: {n.definition}" for n in NUMBERS)
+
+
+@app.command(help=STATUS_HELP + "\n\n" + DEFINITIONS_EPILOG)
+def status(
+    store: Optional[str] = StoreOpt,
+    campaign: Optional[str] = typer.Option(None, "--campaign"),
+    stage: Optional[str] = typer.Option(None, "--stage"),
+    as_of: Optional[str] = typer.Option(None, "--as-of", help="RFC 3339 or Unix seconds; default now."),
+    stall_threshold: float = typer.Option(STALL_THRESHOLD_S / 3600, "--stall-threshold-hours"),
+    format: Fmt = typer.Option(Fmt.table, "--format"),
+) -> None:
+    from stagewatch.reading import read_status
+
+    with open_store(store) as st:
+        result = read_status(st, campaign, stage, as_of=parse_time(as_of), threshold_s=stall_threshold * 3600)
+    if format == Fmt.json:
+        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        return
+    if not result["stages"]:
+        err.print("No stages match. Replay events first (stagewatch replay FILE, or stagewatch demo).")
+        raise typer.Exit(1)
+    console.print(overview_table(result))
+
+
+def overview_table(result: dict[str, Any]) -> Table:
+    """The 30,000 ft view: files first (the real measure), then jobs."""
+    cols = [
+        ("input_files", "files"), ("files_located", "files"), ("files_without_located_output", "files"),
+        ("completion_pct", "files"), ("files_in_flight", "files"), ("files_failed", "files"),
+        ("files_pending", "files"),
+        ("jobs", "jobs"), ("jobs_idle", "jobs"), ("jobs_running", "jobs"), ("jobs_held", "jobs"),
+        ("jobs_completed_ok", "jobs"), ("jobs_completed_failed", "jobs"), ("jobs_removed", "jobs"),
+        ("restarts", "jobs"), ("cpu_efficiency_pct", "jobs"),
+    ]
+    t = Table(title=f"stagewatch — as of {fmt_ts(result['as_of'])} UTC",
+              caption=f"Definitions: {GLOSSARY_URL} or `stagewatch status --help`. "
+                      f"Stalled: work left and no progress for > {result['stall_threshold_s'] / 3600:g} h.")
+    t.add_column("Campaign / stage", no_wrap=False)
+    for name, group in cols:
+        t.add_column(NUMBERS_BY_NAME[name].short, justify="right",
+                     style="cyan" if group == "files" else None)
+    t.add_column("Last progress", justify="right")
+    for s in result["stages"]:
+        cells = []
+        for name, _ in cols:
+            v = s[name]
+            cells.append("-" if v is None else (f"{v:.1f}" if isinstance(v, float) else f"{v:,}"))
+        label = f"{s['campaign']} / [bold]{s['stage']}[/]"
+        if s["stalled"]:
+            label += " [red bold]STALLED[/]"
+        t.add_row(label, *cells, fmt_ts(s["last_progress_ts"]))
+    return t
+
+
+@app.command("missing-files")
+def missing_files(
+    campaign: str = typer.Option(..., "--campaign"),
+    stage: str = typer.Option(..., "--stage"),
+    store: Optional[str] = StoreOpt,
+) -> None:
+    """Input files without a located output, one per line (what a recovery submission needs)."""
+    from stagewatch.reading import read_missing_files
+
+    with open_store(store) as st:
+        for name in read_missing_files(st, campaign, stage):
+            sys.stdout.write(name + "\n")
+
+
+@app.command()
+def files(
+    campaign: str = typer.Option(..., "--campaign"),
+    stage: str = typer.Option(..., "--stage"),
+    bucket: Optional[list[str]] = typer.Option(None, "--bucket", help=f"One of {', '.join(FILE_BUCKETS)}; "
+                                                                       "repeatable. Default: all not located."),
+    store: Optional[str] = StoreOpt,
+    format: Fmt = typer.Option(Fmt.table, "--format"),
+) -> None:
+    """Drill down from a file number to its files (bucket, deliveries, outputs)."""
+    from stagewatch.reading import read_files
+
+    try:
+        with open_store(store) as st:
+            rows = read_files(st, campaign, stage, bucket)
+    except ValueError as exc:
+        raise UserError(str(exc))
+    if format == Fmt.json:
+        sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
+        return
+    t = Table(title=f"{campaign} / {stage}: {len(rows)} input files")
+    for c in ("file", "bucket", "deliveries", "disposition", "disposition_job", "outputs"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(r["file"], r["bucket"], str(r["deliveries"]), r["disposition"], r["disposition_job"],
+                  ", ".join(r["outputs"]))
+    console.print(t)
+
+
+class JobSort(str, Enum):
+    restarts = "restarts"
+    badput = "badput"
+    last = "last"
+
+
+@app.command()
+def jobs(
+    campaign: str = typer.Option(..., "--campaign"),
+    stage: str = typer.Option(..., "--stage"),
+    state: Optional[str] = typer.Option(None, "--state", help="idle, running, held, suspended, completed, "
+                                                              "removed, completed_ok, completed_failed, restarted"),
+    sort: JobSort = typer.Option(JobSort.restarts, "--sort"),
+    limit: int = typer.Option(50, "--limit"),
+    store: Optional[str] = StoreOpt,
+    format: Fmt = typer.Option(Fmt.table, "--format"),
+) -> None:
+    """Drill down from a stage to its jobs (most restarts or badput first)."""
+    from schemas.queries import JOB_STATE_FILTERS
+    from stagewatch.reading import read_jobs
+
+    if state and state not in JOB_STATE_FILTERS:
+        raise UserError(f"--state {state!r} is not one of {', '.join(JOB_STATE_FILTERS)}.")
+    order = {"restarts": "restarts DESC, badput_core_hours DESC, job_id",
+             "badput": "badput_core_hours DESC, restarts DESC, job_id", "last": "last_ts DESC, job_id"}[sort.value]
+    with open_store(store) as st:
+        rows = read_jobs(st, campaign, stage, state=state, order=order, limit=limit)
+    if format == Fmt.json:
+        sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
+        return
+    t = Table(title=f"{campaign} / {stage}: jobs" + (f" ({state})" if state else ""))
+    for c in ("job_id", "state", "attempts", "restarts", "exit_code", "signal", "cpu_efficiency_pct",
+              "badput_core_hours", "site"):
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*("-" if r[c] is None else str(r[c]) for c in
+                    ("job_id", "state", "attempts", "restarts", "exit_code", "signal", "cpu_efficiency_pct",
+                     "badput_core_hours", "site")))
+    console.print(t)
+
+
+@app.command()
+def job(
+    job_id: str = typer.Argument(...),
+    campaign: str = typer.Option(..., "--campaign"),
+    stage: str = typer.Option(..., "--stage"),
+    store: Optional[str] = StoreOpt,
+    format: Fmt = typer.Option(Fmt.table, "--format"),
+) -> None:
+    """Drill down to one job: its attempts (what ended each) and its events."""
+    from stagewatch.reading import read_job
+
+    with open_store(store) as st:
+        data = read_job(st, campaign, stage, job_id)
+    if not data["events"]:
+        raise UserError(f"No job {job_id!r} in {campaign} / {stage}.")
+    if format == Fmt.json:
+        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        return
+    t = Table(title=f"{job_id}: attempts")
+    for c in ("attempt", "started", "ended", "ended_by", "wall_s", "cores", "exit_code", "signal", "site", "host"):
+        t.add_column(c)
+    for a in data["attempts"]:
+        t.add_row(str(a["attempt"]), fmt_ts(a["started_ts"]), fmt_ts(a["ended_ts"]), a["ended_by"] or "(open)",
+                  "-" if a["wall_s"] is None else f"{a['wall_s']:.0f}", str(a["cores"]),
+                  str(a["exit_code"]), str(a["signal"]), a["site"], a["host"])
+    console.print(t)
+    e = Table(title=f"{job_id}: events")
+    for c in ("time", "type", "event_id", "reason"):
+        e.add_column(c)
+    for ev in data["events"]:
+        e.add_row(fmt_ts(ev["ts"]), ev["type"], ev["event_id"], ev["reason"])
+    console.print(e)
+
+
+@app.command()
+def glossary() -> None:
+    """Print every number's definition."""
+    for n in NUMBERS:
+        console.print(f"[bold]{n.name}[/] ({n.group}): {n.definition}")
+
+
+@app.command()
+def simulate(
+    preset: str = typer.Argument("nova-talk", help="A simulator preset (nova-talk, nova-week, tiny)."),
+    seed: int = typer.Option(1, "--seed"),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write JSON lines here instead of stdout."),
+) -> None:
+    """Write a simulated campaign as JSON lines (deterministic for a seed)."""
+    from ingest.simulator import PRESETS, simulate_many
+    from schemas.events import encode_event
+
+    if preset not in PRESETS:
+        raise UserError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+    sink = open(out, "wb") if out else sys.stdout.buffer
+    n = 0
+    try:
+        for ev in simulate_many(PRESETS[preset](), seed):
+            sink.write(encode_event(ev) + b"\n")
+            n += 1
+    finally:
+        if out:
+            sink.close()
+    err.print(f"wrote {n} events of preset {preset} (seed {seed})")
+
+
+@app.command()
+def demo(
+    store: Optional[str] = typer.Option("chdb:./stagewatch-data", "--store"),
+    preset: str = typer.Option("nova-talk", "--preset"),
+    seed: int = typer.Option(1, "--seed"),
+    fresh: bool = typer.Option(True, "--fresh/--keep", help="Start from an empty demo store."),
+) -> None:
+    """Simulate the talk's campaign, replay it into a local chDB store and print the overview."""
+    import shutil
+
+    from ingest.simulator import PRESETS, simulate_many
+    from stagewatch.reading import read_status
+    from stagewatch.replay import replay_events
+
+    if preset not in PRESETS:
+        raise UserError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
+    url = store or DEFAULT_STORE
+    if fresh and url.startswith("chdb:"):
+        shutil.rmtree(url[len("chdb:"):], ignore_errors=True)
+    t0 = time.perf_counter()
+    with err.status(f"simulating preset {preset} and replaying it into {url} ..."):
+        with open_store(url) as st:
+            events = list(simulate_many(PRESETS[preset](), seed))
+            report = replay_events(st, events)
+            last = max(e.ts for e in events)
+            result = read_status(st, as_of=last)
+    console.print(overview_table(result))
+    err.print(f"{report.lines:,} events ({report.duplicates:,} duplicate deliveries) replayed in "
+              f"{time.perf_counter() - t0:.1f} s into {url}; as of the last event. Next: "
+              f"`stagewatch status --store {url}`, `stagewatch missing-files --store {url} --campaign C --stage S`.")
+
+
+def _register_optional() -> None:
+    """Sub-commands that live in their own modules."""
+    import importlib
+
+    for module, attr, name in (("stagewatch.cli_dev", "dev_app", "dev"),):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        app.add_typer(getattr(mod, attr), name=name)
+    for module in ("stagewatch.cli_stream", "stagewatch.cli_dashboards"):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        mod.register(app)
+
+
+_register_optional()
+
+
+def main() -> None:
+    """Entry point: usage errors are click's; our errors become one actionable sentence."""
+    try:
+        app()
+    except UserError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except StoreError as exc:
+        err.print(f"[red]store error:[/] {exc}", highlight=False)
+        sys.exit(1)
