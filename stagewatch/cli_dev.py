@@ -114,20 +114,32 @@ def status(
         return
     colour = {"running": "green", "stopped": "yellow", "absent": "dim", "stale": "red", "foreign": "red"}
     table = Table(title=f"stagewatch dev servers ({report['dir']})")
-    for col in ("server", "state", "pid", "address", "started", "log"):
-        table.add_column(col)
+    for col in ("server", "state", "pid", "address", "also", "since"):
+        table.add_column(col, overflow="fold")
+    logs = []
     for name in devservers.SERVERS:
         r = report[name]
         st = r["state"]
         shown = st
         if st == "running" and not r.get("listening"):
-            shown = "running (port not answering)"
-        address = r["address"] or ""
-        if name == "clickhouse" and r.get("http"):
-            address += f" (http {r['http']})"
-        table.add_row(name, f"[{colour.get(st, 'white')}]{shown}[/]", str(r["pid"] or ""), address,
-                      r.get("started_at") or "", r.get("log") or "")
-    Console().print(table)
+            shown = "running, port not answering"
+        elif st == "stale":
+            shown = "stale (pid dead)"
+        elif st == "foreign":
+            shown = "foreign (pid reused)"
+        if name == "clickhouse":
+            also = f"http :{r['http'].rsplit(':', 1)[1]}" if r.get("http") else ""
+        else:
+            also = f"controller :{r['controller'].rsplit(':', 1)[1]}" if r.get("controller") else ""
+        since = (r.get("started_at") or "").replace("+00:00", "Z") if st == "running" else ""
+        table.add_row(name, f"[{colour.get(st, 'white')}]{shown}[/]", str(r["pid"] or ""), r["address"] or "",
+                      also or "", since)
+        if r.get("log"):
+            logs.append(f"{name} log: {r['log']}")
+    console = Console()
+    console.print(table)
+    for line in logs:
+        console.print(line, style="dim", highlight=False, soft_wrap=True)
 
 
 @dev_app.command()

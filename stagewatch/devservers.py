@@ -102,6 +102,14 @@ class DevServerError(RuntimeError):
     """
 
 
+class PortTakenError(DevServerError):
+    """A port a server needs is already in use (``.port`` says which)."""
+
+    def __init__(self, message: str, port: int):
+        super().__init__(message)
+        self.port = port
+
+
 # --------------------------------------------------------------------------- state
 
 
@@ -323,8 +331,8 @@ def _check_port_free(port: int, what: str, option: str) -> None:
         return
     owner = port_owner(port)
     by = f" by {owner}" if owner else ""
-    raise DevServerError(
-        f"Port {port} ({what}) is already taken{by}; pass {option} or stop that process."
+    raise PortTakenError(
+        f"Port {port} ({what}) is already taken{by}; pass {option} or stop that process.", port
     )
 
 
@@ -915,7 +923,7 @@ def status(dir: str | os.PathLike | None = None) -> dict[str, Any]:
 
 
 __all__ = [
-    "DevServerError", "DevState", "up", "down", "status", "start_kafka", "stop_kafka",
+    "DevServerError", "PortTakenError", "DevState", "up", "down", "status", "start_kafka", "stop_kafka",
     "start_clickhouse", "stop_clickhouse", "ensure_kafka_lib", "kafka_lib_dir", "ch_passwords",
     "resolve_dir", "port_free", "pid_alive", "KAFKA_VERSION",
 ]
