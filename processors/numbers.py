@@ -94,12 +94,15 @@ NUMBERS: tuple[Number, ...] = (
            "`unknown` when there is none (a restart with no information, as OSG evictions often are)."),
     Number("cpu_efficiency_pct", "jobs", "CPU eff %",
            "Over `terminated` events carrying cpu_user_s, cpu_sys_s and wall_s: "
-           "100 * sum(cpu_user_s + cpu_sys_s) / sum(wall_s * cores), 1 decimal; null when there are none."),
+           "100 * sum(cpu_user_s + cpu_sys_s) / sum(wall_s * cores), 1 decimal; null when there are none. "
+           "cores: the event's `cores`, else its attempt's `started` event's, else the first of the job's events "
+           "that carries `cores`, else 1."),
     Number("badput_core_hours", "jobs", "Badput core-h",
            "Over attempts that ended without `terminated` and were followed by another `started`: the "
            "attempt's wall time times cores, / 3600, 2 decimals. Wall time is the `wall_s` of the event that "
            "ended it if given, else the time from its `started` to that event, or (cause unknown) to the "
-           "next `started`."),
+           "next `started`. cores: the ending event's `cores`, else the attempt's `started` event's, else the first "
+           "of the job's events that carries `cores`, else 1."),
     # --- time ---
     Number("last_event_ts", "time", "Last event", "Latest `ts` of any job or file event of the stage."),
     Number("last_progress_ts", "time", "Last progress",
