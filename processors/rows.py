@@ -70,8 +70,8 @@ def stage_row(st: "StageState") -> dict[str, Any]:
     return row
 
 
-def raw_event_row(ev: Any, payload: bytes, source: str, ingested_ts: float) -> dict[str, Any]:
-    """The raw_events row of one accepted event (payload is its canonical JSON)."""
+def raw_event_row(ev: Any, source: str, ingested_ts: float) -> dict[str, Any]:
+    """The raw_events row of one accepted event (every contract field has a column)."""
     is_job = ev.__class__.__name__ == "JobEvent"
     if is_job:
         return {
@@ -80,7 +80,7 @@ def raw_event_row(ev: Any, payload: bytes, source: str, ingested_ts: float) -> d
             "job_id": ev.job_id, "file": "", "exit_code": ev.exit_code, "signal": ev.signal,
             "cpu_user_s": ev.cpu_user_s, "cpu_sys_s": ev.cpu_sys_s, "wall_s": ev.wall_s, "cores": ev.cores,
             "reason": ev.reason or "", "site": ev.site or "", "host": ev.host or "", "parents": [],
-            "location": "", "source": source, "ingested_ts": ingested_ts, "payload": payload.decode(),
+            "location": "", "source": source, "ingested_ts": ingested_ts,
         }
     return {
         "campaign": ev.campaign, "stage": ev.stage, "kind": "file", "entity": ev.file,
@@ -88,5 +88,21 @@ def raw_event_row(ev: Any, payload: bytes, source: str, ingested_ts: float) -> d
         "job_id": ev.job_id or "", "file": ev.file, "exit_code": None, "signal": None,
         "cpu_user_s": None, "cpu_sys_s": None, "wall_s": None, "cores": None,
         "reason": "", "site": "", "host": "", "parents": list(ev.parents or ()),
-        "location": ev.location or "", "source": source, "ingested_ts": ingested_ts, "payload": payload.decode(),
+        "location": ev.location or "", "source": source, "ingested_ts": ingested_ts,
     }
+
+
+_JOB_FIELDS = ("exit_code", "signal", "cpu_user_s", "cpu_sys_s", "wall_s", "cores")
+
+
+def event_from_raw_row(row: dict[str, Any]) -> Any:
+    """Rebuild the event of a raw_events row (the inverse of raw_event_row)."""
+    from schemas.events import FileEvent, JobEvent
+
+    common = dict(event_id=row["event_id"], ts=float(row["ts"]), campaign=row["campaign"], stage=row["stage"],
+                  type=row["type"], submission=row["submission"] or None)
+    if row["kind"] == "job":
+        return JobEvent(job_id=row["entity"], reason=row["reason"] or None, site=row["site"] or None,
+                        host=row["host"] or None, **common, **{k: row[k] for k in _JOB_FIELDS})
+    return FileEvent(file=row["entity"], job_id=row["job_id"] or None, parents=list(row["parents"]) or None,
+                     location=row["location"] or None, **common)

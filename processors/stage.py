@@ -61,6 +61,8 @@ class StageState:
         self.last_progress_ts: float | None = None
         self.dirty_jobs: set[str] = set()
         self.dirty_files: set[str] = set()
+        self._stale_jobs: set[str] = set()
+        self._stale_files: set[str] = set()
 
     # -- applying events -------------------------------------------------------------------------
     def apply(self, ev: Event) -> bool:
@@ -96,9 +98,7 @@ class StageState:
             ent = self.jobs[ev.job_id] = _Entity()
         if not ent.add(jobmod.sort_key(ev), ev):
             return False
-        ent.view = jobmod.summarize_job(ent.events)
-        self._swap(ent, ent.view.contribution())
-        self.dirty_jobs.add(ev.job_id)
+        self._stale_jobs.add(ev.job_id)
         return True
 
     def _apply_file(self, ev: FileEvent) -> bool:
@@ -107,15 +107,37 @@ class StageState:
             ent = self.files[ev.file] = _Entity()
         if not ent.add(filemod.sort_key(ev), ev):
             return False
-        old = ent.view
-        ent.view = facts = filemod.file_facts(ent.events)
-        self._refresh_file(ev.file)
-        if old is None or old.parents != facts.parents or old.located != facts.located:
-            for parent in facts.parents:
-                if old is None or parent not in old.parents:
-                    self.children.setdefault(parent, set()).add(ev.file)
-                self._refresh_file(parent)
+        self._stale_files.add(ev.file)
         return True
+
+    def settle(self) -> None:
+        """Re-derive the entities that received events since the last settle, and fix the counters.
+
+        Deferring this to read time (numbers, rows) means a job that got five events in one batch is
+        summarised once, not five times; the result is the same as settling after every event.
+        """
+        if self._stale_jobs:
+            for job_id in self._stale_jobs:
+                ent = self.jobs[job_id]
+                ent.view = jobmod.summarize_job(ent.events)
+                self._swap(ent, ent.view.contribution())
+            self.dirty_jobs |= self._stale_jobs
+            self._stale_jobs = set()
+        if self._stale_files:
+            refresh: set[str] = set()
+            for name in self._stale_files:
+                ent = self.files[name]
+                old = ent.view
+                ent.view = facts = filemod.file_facts(ent.events)
+                refresh.add(name)
+                if old is None or old.parents != facts.parents or old.located != facts.located:
+                    for parent in facts.parents:
+                        if old is None or parent not in old.parents:
+                            self.children.setdefault(parent, set()).add(name)
+                        refresh.add(parent)
+            self._stale_files = set()
+            for name in refresh:
+                self._refresh_file(name)
 
     def _refresh_file(self, name: str) -> None:
         ent = self.files.get(name)
@@ -138,6 +160,7 @@ class StageState:
 
     # -- reading -----------------------------------------------------------------------------------
     def bucket_of(self, name: str) -> str | None:
+        self.settle()
         ent = self.files.get(name)
         if ent is None or not ent.view.is_input:
             return None
@@ -148,12 +171,14 @@ class StageState:
         return len(self.files[name].events) + sum(len(self.files[o].events) for o in self.children.get(name, ()))
 
     def numbers(self, as_of: float, threshold_s: float = STALL_THRESHOLD_S) -> dict[str, Any]:
+        self.settle()
         out = {"campaign": self.campaign, "stage": self.stage}
         out.update(finalise(self.counters, first_event_ts=self.first_event_ts, last_event_ts=self.last_event_ts,
                             last_progress_ts=self.last_progress_ts, as_of=as_of, threshold_s=threshold_s))
         return out
 
     def take_dirty(self) -> tuple[set[str], set[str]]:
+        self.settle()
         jobs, files = self.dirty_jobs, self.dirty_files
         self.dirty_jobs, self.dirty_files = set(), set()
         return jobs, files

@@ -190,12 +190,12 @@ class DevState:
     @property
     def store_url(self) -> str:
         """Writer URL: ``clickhouse://stagewatch:<password>@127.0.0.1:<port>/stagewatch``."""
-        return self._store_url(CH_WRITER_USER, ch_passwords(self.dir)["writer"])
+        return self._store_url(CH_WRITER_USER, ch_passwords(self.dir, roles=("writer",))["writer"])
 
     @property
     def readonly_store_url(self) -> str:
         """Read-only URL (user ``stagewatch_ro``, profile readonly=1)."""
-        return self._store_url(CH_RO_USER, ch_passwords(self.dir)["readonly"])
+        return self._store_url(CH_RO_USER, ch_passwords(self.dir, roles=("readonly",))["readonly"])
 
     @property
     def clickhouse_http_url(self) -> str:
@@ -433,11 +433,13 @@ def _read_env_file(path: Path) -> dict[str, str]:
     return out
 
 
-def ch_passwords(dir: str | os.PathLike | None = None, create: bool = False) -> dict[str, str]:
+def ch_passwords(dir: str | os.PathLike | None = None, create: bool = False,
+                 roles: tuple[str, ...] = ("writer", "readonly", "admin")) -> dict[str, str]:
     """ClickHouse passwords: env vars first, else ``<dir>/secrets.env``.
 
     With ``create=True`` a missing password is generated and stored in
     ``secrets.env`` (mode 0600). Passwords given by env var are not written.
+    Only the ``roles`` asked for are required.
     """
     d = resolve_dir(dir)
     path = d / "secrets.env"
@@ -446,6 +448,8 @@ def ch_passwords(dir: str | os.PathLike | None = None, create: bool = False) -> 
     changed = False
     for role, env in (("writer", CH_PASSWORD_ENV), ("readonly", CH_RO_PASSWORD_ENV),
                       ("admin", CH_ADMIN_PASSWORD_ENV)):
+        if role not in roles:
+            continue
         if os.environ.get(env):
             result[role] = os.environ[env]
         elif stored.get(env):
@@ -762,7 +766,7 @@ def start_clickhouse(state: DevState, tcp_port: int | None = None, http_port: in
     }
     state.save()
 
-    pw = ch_passwords(state.dir)
+    pw = ch_passwords(state.dir, roles=("writer",))
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while True:

@@ -2,7 +2,7 @@
 -- Current-state tables are ReplacingMergeTree(version): the newest row per key wins, so a batch
 -- written twice changes nothing. Read them with FINAL (or argMax by version).
 
--- Every accepted event, as published (payload = canonical JSON), for ad-hoc SQL and for rebuilding.
+-- Every accepted event, one column per contract field: for ad-hoc SQL, for `verify`, and for rebuilding state.
 CREATE TABLE IF NOT EXISTS raw_events (
     campaign String,
     stage String,
@@ -27,8 +27,7 @@ CREATE TABLE IF NOT EXISTS raw_events (
     parents Array(String),
     location String,
     source String,          -- the file or topic it came from
-    ingested_ts Float64,
-    payload String
+    ingested_ts Float64
 ) ENGINE = ReplacingMergeTree ORDER BY (campaign, stage, kind, entity, event_id);
 
 -- One row per job: its current state (drill-down from stage to job).

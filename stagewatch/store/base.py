@@ -53,10 +53,13 @@ class Store(ABC):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def load_payloads(self, stages: Iterable[tuple[str, str]]) -> Iterator[bytes]:
-        """The stored canonical JSON of every raw event of these stages (duplicates possible)."""
+    def load_events(self, stages: Iterable[tuple[str, str]]) -> Iterator[Any]:
+        """Every stored raw event of these stages, rebuilt as events (duplicates possible)."""
+        from processors.rows import event_from_raw_row
         from schemas.queries import where
 
+        cols = ("kind, entity, event_id, ts, campaign, stage, type, submission, job_id, exit_code, signal, "
+                "cpu_user_s, cpu_sys_s, wall_s, cores, reason, site, host, parents, location")
         for campaign, stage in stages:
-            for row in self.query(f"SELECT payload FROM raw_events WHERE {where(campaign, stage)}"):
-                yield row["payload"].encode() if isinstance(row["payload"], str) else row["payload"]
+            for row in self.query(f"SELECT {cols} FROM raw_events WHERE {where(campaign, stage)}"):
+                yield event_from_raw_row(row)

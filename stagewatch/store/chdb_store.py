@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 from typing import Any, Sequence
 
@@ -28,6 +29,7 @@ class ChdbStore(Store):
                              "chDB data path at a time; stop the other one or pass another --store.") from exc
         self._session.query(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
         self._session.query(f"USE {DATABASE}")
+        atexit.register(self.close)  # chDB crashes at interpreter exit with a session still open
 
     def ensure_schema(self) -> None:
         for stmt in ddl_statements():
@@ -36,8 +38,10 @@ class ChdbStore(Store):
     def insert(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
         if not rows:
             return
-        body = b"\n".join(_encoder.encode(r) for r in rows)
-        self._run(f"INSERT INTO {table} FORMAT JSONEachRow\n" + body.decode())
+        cols = list(rows[0])
+        # JSONCompactEachRow (arrays, no keys) parses about twice as fast as JSONEachRow.
+        body = b"\n".join(_encoder.encode([r[c] for c in cols]) for r in rows)
+        self._run(f"INSERT INTO {table} ({', '.join(cols)}) FORMAT JSONCompactEachRow\n" + body.decode())
 
     def query(self, sql: str) -> list[dict[str, Any]]:
         res = self._run(sql, "JSONEachRow")
