@@ -14,20 +14,20 @@ from typing import Any
 
 from processors import files as filemod
 from processors import jobs as jobmod
-from processors.numbers import COUNTERS, STALL_THRESHOLD_S, finalise
+from processors.contributions import StageCounters
+from processors.numbers import STALL_THRESHOLD_S, finalise
 from schemas.events import Event, FileEvent, JobEvent
 
 
 class _Entity:
     """The sorted, de-duplicated events of one job or file, plus its current derived view."""
 
-    __slots__ = ("keys", "events", "view", "contribution")
+    __slots__ = ("keys", "events", "view")
 
     def __init__(self) -> None:
         self.keys: list[tuple[float, int, str]] = []
         self.events: list[Any] = []
         self.view: Any = None
-        self.contribution: dict[str, int] = {}
 
     def add(self, key: tuple[float, int, str], ev: Any) -> bool:
         """Insert in order; False when an event with this event_id is already here."""
@@ -54,7 +54,7 @@ class StageState:
         self.jobs: dict[str, _Entity] = {}
         self.files: dict[str, _Entity] = {}
         self.children: dict[str, set[str]] = {}  # input file -> outputs declaring it as a parent
-        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self.totals = StageCounters(campaign, stage)
         self.events = 0
         self.first_event_ts: float | None = None
         self.last_event_ts: float | None = None
@@ -84,13 +84,9 @@ class StageState:
             self.last_progress_ts = ts
         return True
 
-    def _swap(self, ent: _Entity, new: dict[str, int]) -> None:
-        c = self.counters
-        for k, v in ent.contribution.items():
-            c[k] -= v
-        for k, v in new.items():
-            c[k] += v
-        ent.contribution = new
+    @property
+    def counters(self) -> dict[str, int]:
+        return self.totals.counters
 
     def _apply_job(self, ev: JobEvent) -> bool:
         ent = self.jobs.get(ev.job_id)
@@ -120,7 +116,7 @@ class StageState:
             for job_id in self._stale_jobs:
                 ent = self.jobs[job_id]
                 ent.view = jobmod.summarize_job(ent.events)
-                self._swap(ent, ent.view.contribution())
+                self.totals.apply("job:" + job_id, len(ent.events), ent.view.contribution())
             self.dirty_jobs |= self._stale_jobs
             self._stale_jobs = set()
         if self._stale_files:
@@ -152,7 +148,7 @@ class StageState:
             new["outputs_declared"] = 1
         if facts.located:
             new["outputs_located"] = 1
-        self._swap(ent, new)
+        self.totals.apply("file:" + name, self.file_version(name), new)
         self.dirty_files.add(name)
 
     def _outputs_of(self, name: str) -> list[filemod.FileFacts]:
