@@ -16,17 +16,22 @@ from processors.numbers import COUNTERS, STALL_THRESHOLD_S, finalise
 
 class StageCounters:
     __slots__ = ("campaign", "stage", "counters", "entities", "first_event_ts", "last_event_ts",
-                 "last_progress_ts", "events")
+                 "last_progress_ts")
 
     def __init__(self, campaign: str, stage: str) -> None:
         self.campaign = campaign
         self.stage = stage
-        self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        # "events" (distinct events behind the numbers) rides along as a counter: it is the version
+        # of the stage row, identical on every worker that computes it.
+        self.counters: dict[str, int] = dict.fromkeys((*COUNTERS, "events"), 0)
         self.entities: dict[str, tuple[int, dict[str, int]]] = {}  # entity key -> (version, contribution)
         self.first_event_ts: float | None = None
         self.last_event_ts: float | None = None
         self.last_progress_ts: float | None = None
-        self.events = 0  # distinct events: the sum of entity event counts (kept by the caller)
+
+    @property
+    def events(self) -> int:
+        return self.counters["events"]
 
     def apply(self, entity: str, version: int, contribution: dict[str, int]) -> bool:
         """Replace an entity's contribution if this version is newer; False if it is stale."""
@@ -56,9 +61,9 @@ class StageCounters:
                             last_progress_ts=self.last_progress_ts, as_of=as_of, threshold_s=threshold_s))
         return out
 
-    def row(self, events: int | None = None) -> dict[str, Any]:
+    def row(self) -> dict[str, Any]:
         """The stage_numbers row; version = distinct events behind it (grows with every new event)."""
-        n = self.events if events is None else events
+        n = self.events
         row: dict[str, Any] = {"campaign": self.campaign, "stage": self.stage}
         row.update({k: self.counters[k] for k in COUNTERS})
         row.update({"events": n, "first_event_ts": self.first_event_ts, "last_event_ts": self.last_event_ts,

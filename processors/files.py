@@ -40,7 +40,8 @@ class FileFacts:
     location: str | None = None
     first_ts: float = 0.0
     last_ts: float = 0.0
-    located_ts: float | None = None
+    located_ts: float | None = None  # first output_located
+    last_located_ts: float | None = None  # latest output_located (progress)
 
 
 def file_facts(events: Sequence[FileEvent]) -> FileFacts:
@@ -63,6 +64,7 @@ def file_facts(events: Sequence[FileEvent]) -> FileFacts:
         elif t == "output_located":
             if not f.located:
                 f.located_ts = ev.ts
+            f.last_located_ts = ev.ts
             f.located = True
             if ev.location:
                 f.location = ev.location

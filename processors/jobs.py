@@ -76,6 +76,7 @@ class JobSummary:
     core_wall_ms: int = 0
     badput_core_ms: int = 0
     submission: str | None = None
+    last_terminated_ts: float | None = None
 
     @property
     def restarts(self) -> int:
@@ -83,7 +84,7 @@ class JobSummary:
 
     def contribution(self) -> dict[str, int]:
         """This job's share of its stage's counters (added/subtracted as the job changes)."""
-        c: dict[str, int] = {"jobs": 1, f"jobs_{self.state}": 1}
+        c: dict[str, int] = {"events": self.events, "jobs": 1, f"jobs_{self.state}": 1}
         if self.state == "completed":
             c["jobs_completed_ok" if self.completed_ok else "jobs_completed_failed"] = 1
         if self.attempts:
@@ -158,6 +159,7 @@ def summarize_job(events: Sequence[JobEvent]) -> JobSummary:
                     a.wall_s = ev.wall_s if ev.wall_s is not None else ev.ts - start.ts
         elif t == "terminated":
             last_term = ev
+            s.last_terminated_ts = ev.ts
             cores = _cores(ev.cores, start.cores if start is not None else None, job_cores)
             if ev.cpu_user_s is not None and ev.cpu_sys_s is not None and ev.wall_s is not None:
                 s.cpu_terminations += 1

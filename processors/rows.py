@@ -61,13 +61,8 @@ def file_row(st: "StageState", name: str) -> dict[str, Any]:
 
 
 def stage_row(st: "StageState") -> dict[str, Any]:
-    row: dict[str, Any] = {"campaign": st.campaign, "stage": st.stage}
-    row.update({k: st.counters[k] for k in COUNTERS})
-    row.update({
-        "events": st.events, "first_event_ts": st.first_event_ts, "last_event_ts": st.last_event_ts,
-        "last_progress_ts": st.last_progress_ts, "version": st.events,
-    })
-    return row
+    st.settle()
+    return st.totals.row()
 
 
 def raw_event_row(ev: Any, source: str, ingested_ts: float) -> dict[str, Any]:

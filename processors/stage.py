@@ -15,7 +15,7 @@ from typing import Any
 from processors import files as filemod
 from processors import jobs as jobmod
 from processors.contributions import StageCounters
-from processors.numbers import STALL_THRESHOLD_S, finalise
+from processors.numbers import STALL_THRESHOLD_S
 from schemas.events import Event, FileEvent, JobEvent
 
 
@@ -55,10 +55,6 @@ class StageState:
         self.files: dict[str, _Entity] = {}
         self.children: dict[str, set[str]] = {}  # input file -> outputs declaring it as a parent
         self.totals = StageCounters(campaign, stage)
-        self.events = 0
-        self.first_event_ts: float | None = None
-        self.last_event_ts: float | None = None
-        self.last_progress_ts: float | None = None
         self.dirty_jobs: set[str] = set()
         self.dirty_files: set[str] = set()
         self._stale_jobs: set[str] = set()
@@ -73,15 +69,8 @@ class StageState:
             ok = self._apply_file(ev)  # type: ignore[arg-type]
         if not ok:
             return False
-        self.events += 1
         ts = ev.ts
-        if self.first_event_ts is None or ts < self.first_event_ts:
-            self.first_event_ts = ts
-        if self.last_event_ts is None or ts > self.last_event_ts:
-            self.last_event_ts = ts
-        if ev.type in ("terminated", "output_located") and (
-                self.last_progress_ts is None or ts > self.last_progress_ts):
-            self.last_progress_ts = ts
+        self.totals.observe(ts, ts, ts if ev.type in ("terminated", "output_located") else None)
         return True
 
     @property
@@ -140,7 +129,7 @@ class StageState:
         if ent is None:  # a parent named by an output, not (yet) seen itself: contributes nothing
             return
         facts: filemod.FileFacts = ent.view
-        new: dict[str, int] = {}
+        new: dict[str, int] = {"events": facts.events}
         if facts.is_input:
             new["input_files"] = 1
             new[filemod.input_bucket(facts, self._outputs_of(name))] = 1
@@ -168,10 +157,7 @@ class StageState:
 
     def numbers(self, as_of: float, threshold_s: float = STALL_THRESHOLD_S) -> dict[str, Any]:
         self.settle()
-        out = {"campaign": self.campaign, "stage": self.stage}
-        out.update(finalise(self.counters, first_event_ts=self.first_event_ts, last_event_ts=self.last_event_ts,
-                            last_progress_ts=self.last_progress_ts, as_of=as_of, threshold_s=threshold_s))
-        return out
+        return self.totals.numbers(as_of, threshold_s)
 
     def take_dirty(self) -> tuple[set[str], set[str]]:
         self.settle()
