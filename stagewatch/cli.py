@@ -183,7 +183,8 @@ def overview_table(result: dict[str, Any]) -> Table:
     t = Table(title=f"stagewatch — as of {fmt_ts(result['as_of'])} UTC",
               caption=f"Definitions: {GLOSSARY_URL} or `stagewatch status --help`. "
                       f"Stalled: work left and no progress for > {result['stall_threshold_s'] / 3600:g} h.")
-    t.add_column("Campaign / stage", no_wrap=False)
+    t.add_column("Campaign", no_wrap=True)
+    t.add_column("Stage", no_wrap=True)
     for name, group in cols:
         t.add_column(NUMBERS_BY_NAME[name].short, justify="right",
                      style="cyan" if group == "files" else None)
@@ -193,10 +194,8 @@ def overview_table(result: dict[str, Any]) -> Table:
         for name, _ in cols:
             v = s[name]
             cells.append("-" if v is None else (f"{v:.1f}" if isinstance(v, float) else f"{v:,}"))
-        label = f"{s['campaign']} / [bold]{s['stage']}[/]"
-        if s["stalled"]:
-            label += " [red bold]STALLED[/]"
-        t.add_row(label, *cells, fmt_ts(s["last_progress_ts"]))
+        label = f"[bold]{s['stage']}[/]" + (" [red bold]STALLED[/]" if s["stalled"] else "")
+        t.add_row(s["campaign"], label, *cells, fmt_ts(s["last_progress_ts"]))
     return t
 
 
@@ -316,6 +315,29 @@ def job(
     for ev in data["events"]:
         e.add_row(fmt_ts(ev["ts"]), ev["type"], ev["event_id"], ev["reason"])
     console.print(e)
+
+
+@app.command()
+def verify(
+    store: Optional[str] = StoreOpt,
+    campaign: Optional[str] = typer.Option(None, "--campaign"),
+    stage: Optional[str] = typer.Option(None, "--stage"),
+) -> None:
+    """Recompute every number from the raw events in SQL and compare with the stored numbers.
+
+    The recount is independent code (the views v_job_recount and v_file_recount, which you can also
+    query yourself). Prints each difference and exits 1 if there is any.
+    """
+    from stagewatch.verify import verify as run_verify
+
+    with open_store(store) as st:
+        report = run_verify(st, campaign, stage)
+    for line in report.differences:
+        console.print(line, highlight=False, markup=False)
+    if not report.ok:
+        err.print(f"[red]verify failed[/]: {len(report.differences)} difference(s) in {report.stages_checked} stage(s)")
+        raise typer.Exit(1)
+    err.print(f"verify ok: {report.stages_checked} stage(s), every number equals its recount from raw events")
 
 
 @app.command()

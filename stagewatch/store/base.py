@@ -18,11 +18,27 @@ class StoreError(RuntimeError):
     """A store could not be opened or queried; the message says what to do."""
 
 
-def ddl_statements() -> list[str]:
-    """The CREATE TABLE statements of schemas/sql/tables.sql, comments removed."""
-    text = resources.files("schemas").joinpath("sql/tables.sql").read_text()
+def _statements(name: str, **fill: str) -> list[str]:
+    text = resources.files("schemas").joinpath(f"sql/{name}").read_text()
     text = re.sub(r"--[^\n]*", "", text)
+    for key, value in fill.items():
+        text = text.replace("{" + key + "}", value)
     return [s.strip() for s in text.split(";") if s.strip()]
+
+
+def _sql_array(items: Iterable[str]) -> str:
+    return "[" + ", ".join(f"'{i}'" for i in items) + "]"
+
+
+def ddl_statements() -> list[str]:
+    """The statements of schemas/sql/tables.sql and views.sql (views re-created: they hold no data)."""
+    from processors.files import FILE_TYPE_ORDER
+    from processors.jobs import ATTEMPT_ENDERS, JOB_TYPE_ORDER, STATE_AFTER
+
+    return _statements("tables.sql") + _statements(
+        "views.sql", job_order=_sql_array(JOB_TYPE_ORDER), file_order=_sql_array(FILE_TYPE_ORDER),
+        job_types=_sql_array(STATE_AFTER), job_states=_sql_array(STATE_AFTER.values()),
+        enders=_sql_array(sorted(ATTEMPT_ENDERS)))
 
 
 class Store(ABC):

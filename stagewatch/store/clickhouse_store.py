@@ -11,6 +11,12 @@ from urllib.parse import unquote, urlparse
 from stagewatch.store.base import DATABASE, Store, StoreError, ddl_statements
 
 
+def _brief(exc: Exception) -> str:
+    """The server's message without its C++ stack trace."""
+    text = str(exc)
+    return text.split("Stack trace:")[0].strip().replace("\n", " ")
+
+
 class ClickHouseStore(Store):
     def __init__(self, url: str, *, connect_timeout: float = 10, send_receive_timeout: float = 300) -> None:
         from clickhouse_driver import Client
@@ -35,7 +41,7 @@ class ClickHouseStore(Store):
         try:
             boot.execute(f"CREATE DATABASE IF NOT EXISTS {self.database}")
         except Exception as exc:
-            raise StoreError(f"Cannot create database {self.database} on {self.url}: {exc}") from exc
+            raise StoreError(f"Cannot create database {self.database} on {self.url}: {_brief(exc)}") from exc
         finally:
             boot.disconnect()
         for stmt in ddl_statements():
@@ -49,13 +55,13 @@ class ClickHouseStore(Store):
         try:
             self._client.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES", data)
         except Exception as exc:
-            raise StoreError(f"Insert into {table} on {self.url} failed: {exc}") from exc
+            raise StoreError(f"Insert into {table} on {self.url} failed: {_brief(exc)}") from exc
 
     def query(self, sql: str) -> list[dict[str, Any]]:
         try:
             rows, cols = self._client.execute(sql, with_column_types=True)
         except Exception as exc:
-            raise StoreError(f"Query on {self.url} failed: {exc}\nSQL: {sql[:500]}") from exc
+            raise StoreError(f"Query on {self.url} failed: {_brief(exc)}\nSQL: {sql[:500]}") from exc
         names = [c[0] for c in cols]
         return [dict(zip(names, r)) for r in rows]
 
@@ -63,7 +69,7 @@ class ClickHouseStore(Store):
         try:
             self._client.execute(sql)
         except Exception as exc:
-            raise StoreError(f"Statement on {self.url} failed: {exc}\nSQL: {sql[:500]}") from exc
+            raise StoreError(f"Statement on {self.url} failed: {_brief(exc)}\nSQL: {sql[:500]}") from exc
 
     def close(self) -> None:
         self._client.disconnect()
