@@ -20,7 +20,7 @@ from rich.table import Table
 from processors.numbers import FILE_BUCKETS, GLOSSARY_URL, NUMBERS, NUMBERS_BY_NAME, STALL_THRESHOLD_S
 from stagewatch.store import DEFAULT_STORE, StoreError, default_store_url, open_store
 
-console = Console(width=None if sys.stdout.isatty() else 200)
+console = Console(width=None if sys.stdout.isatty() else 250)
 err = Console(stderr=True)
 
 DEFINITIONS_EPILOG = "Every number is defined in " + GLOSSARY_URL + " (also: `stagewatch glossary`)."
@@ -180,22 +180,26 @@ def overview_table(result: dict[str, Any]) -> Table:
         ("jobs_completed_ok", "jobs"), ("jobs_completed_failed", "jobs"), ("jobs_removed", "jobs"),
         ("restarts", "jobs"), ("cpu_efficiency_pct", "jobs"),
     ]
+    rows = []
+    for st in result["stages"]:
+        cells = []
+        for name, _ in cols:
+            v = st[name]
+            cells.append("-" if v is None else (f"{v:.1f}" if isinstance(v, float) else f"{v:,}"))
+        label = f"[bold]{st['stage']}[/]" + (" [red bold]STALLED[/]" if st["stalled"] else "")
+        rows.append((st["campaign"], label, *cells, fmt_ts(st["last_progress_ts"])))
     t = Table(title=f"stagewatch — as of {fmt_ts(result['as_of'])} UTC",
               caption=f"Definitions: {GLOSSARY_URL} or `stagewatch status --help`. "
                       f"Stalled: work left and no progress for > {result['stall_threshold_s'] / 3600:g} h.")
-    t.add_column("Campaign", no_wrap=True)
-    t.add_column("Stage", no_wrap=True)
-    for name, group in cols:
-        t.add_column(NUMBERS_BY_NAME[name].short, justify="right",
-                     style="cyan" if group == "files" else None)
-    t.add_column("Last progress", justify="right")
-    for s in result["stages"]:
-        cells = []
-        for name, _ in cols:
-            v = s[name]
-            cells.append("-" if v is None else (f"{v:.1f}" if isinstance(v, float) else f"{v:,}"))
-        label = f"[bold]{s['stage']}[/]" + (" [red bold]STALLED[/]" if s["stalled"] else "")
-        t.add_row(s["campaign"], label, *cells, fmt_ts(s["last_progress_ts"]))
+    t.add_column("Campaign", no_wrap=True, min_width=max([8] + [len(r[0]) for r in rows]))
+    t.add_column("Stage", no_wrap=True, min_width=max([5] + [len(r[1]) - 9 for r in rows]))
+    for i, (name, group) in enumerate(cols):
+        header = NUMBERS_BY_NAME[name].short
+        widest = max([len(w) for w in header.split()] + [len(r[2 + i]) for r in rows])
+        t.add_column(header, justify="right", style="cyan" if group == "files" else None, min_width=widest)
+    t.add_column("Last progress (UTC)", justify="right", no_wrap=True, min_width=16)
+    for r in rows:
+        t.add_row(*r)
     return t
 
 
