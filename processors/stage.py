@@ -22,12 +22,15 @@ from schemas.events import Event, FileEvent, JobEvent
 class _Entity:
     """The sorted, de-duplicated events of one job or file, plus its current derived view."""
 
-    __slots__ = ("keys", "events", "view")
+    __slots__ = ("name", "keys", "events", "view", "bucket", "version")
 
-    def __init__(self) -> None:
+    def __init__(self, name: str) -> None:
+        self.name = name
         self.keys: list[tuple[float, int, str]] = []
         self.events: list[Any] = []
         self.view: Any = None
+        self.bucket: str | None = None  # input files: the glossary bucket, set when the file is refreshed
+        self.version = 0
 
     def add(self, key: tuple[float, int, str], ev: Any) -> bool:
         """Insert in order; False when an event with this event_id is already here."""
@@ -59,6 +62,7 @@ class StageState:
         self.dirty_files: set[str] = set()
         self._stale_jobs: set[str] = set()
         self._stale_files: set[str] = set()
+        self._strings: dict[str, str] = {}
 
     # -- applying events -------------------------------------------------------------------------
     def apply(self, ev: Event) -> bool:
@@ -77,22 +81,32 @@ class StageState:
     def counters(self) -> dict[str, int]:
         return self.totals.counters
 
+    def _intern(self, s: str | None) -> str | None:
+        """One string object per distinct value: a week of events repeats a few hundred names."""
+        if s is None:
+            return None
+        return self._strings.setdefault(s, s)
+
     def _apply_job(self, ev: JobEvent) -> bool:
         ent = self.jobs.get(ev.job_id)
         if ent is None:
-            ent = self.jobs[ev.job_id] = _Entity()
+            ent = self.jobs[ev.job_id] = _Entity(ev.job_id)
         if not ent.add(jobmod.sort_key(ev), ev):
             return False
-        self._stale_jobs.add(ev.job_id)
+        ev.job_id, ev.campaign, ev.stage = ent.name, self.campaign, self.stage
+        ev.site, ev.host, ev.submission = self._intern(ev.site), self._intern(ev.host), self._intern(ev.submission)
+        self._stale_jobs.add(ent.name)
         return True
 
     def _apply_file(self, ev: FileEvent) -> bool:
         ent = self.files.get(ev.file)
         if ent is None:
-            ent = self.files[ev.file] = _Entity()
+            ent = self.files[ev.file] = _Entity(ev.file)
         if not ent.add(filemod.sort_key(ev), ev):
             return False
-        self._stale_files.add(ev.file)
+        ev.file, ev.campaign, ev.stage = ent.name, self.campaign, self.stage
+        ev.job_id, ev.submission = self._intern(ev.job_id), self._intern(ev.submission)
+        self._stale_files.add(ent.name)
         return True
 
     def settle(self) -> None:
@@ -132,12 +146,14 @@ class StageState:
         new: dict[str, int] = {"events": facts.events}
         if facts.is_input:
             new["input_files"] = 1
-            new[filemod.input_bucket(facts, self._outputs_of(name))] = 1
+            ent.bucket = filemod.input_bucket(facts, self._outputs_of(name))
+            new[ent.bucket] = 1
         if facts.declared_output:
             new["outputs_declared"] = 1
         if facts.located:
             new["outputs_located"] = 1
-        self.totals.apply("file:" + name, self.file_version(name), new)
+        ent.version = self.file_version(name)
+        self.totals.apply("file:" + name, ent.version, new)
         self.dirty_files.add(name)
 
     def _outputs_of(self, name: str) -> list[filemod.FileFacts]:
@@ -149,7 +165,7 @@ class StageState:
         ent = self.files.get(name)
         if ent is None or not ent.view.is_input:
             return None
-        return filemod.input_bucket(ent.view, self._outputs_of(name))
+        return ent.bucket
 
     def file_version(self, name: str) -> int:
         """Grows with every event that can change the file's row (its own and its outputs')."""

@@ -13,9 +13,13 @@ from collections import defaultdict
 from typing import Any, Callable
 
 from processors.engine import Engine
+from processors.rows import RAW_COLUMNS
 from stagewatch.store.base import Store, StoreError
 
 log = logging.getLogger("stagewatch.sink")
+
+#: Tables whose rows are added as sequences (hot paths) rather than dicts.
+ROW_COLUMNS: dict[str, tuple[str, ...]] = {"raw_events": RAW_COLUMNS}
 
 TABLE_ORDER = ("dead_letter", "raw_events", "job_attempts", "job_state", "file_state", "stage_numbers")
 
@@ -27,9 +31,10 @@ class StoreSink:
         self.retry_for_s = retry_for_s
         self.sleep = sleep
         self.on_flush = on_flush
-        self.pending: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        self.pending: dict[str, list[Any]] = defaultdict(list)
 
-    def add(self, table: str, row: dict[str, Any]) -> None:
+    def add(self, table: str, row: Any) -> None:
+        """Queue a row: a dict, or for tables in ROW_COLUMNS a sequence in that column order."""
         self.pending[table].append(row)
 
     def add_dirty(self, engine: Engine) -> None:
@@ -47,7 +52,7 @@ class StoreSink:
             if not rows:
                 continue
             t0 = time.perf_counter()
-            self._insert_with_retry(table, rows)
+            self._insert_with_retry(table, rows, ROW_COLUMNS.get(table))
             dt = time.perf_counter() - t0
             if self.on_flush:
                 self.on_flush(table, len(rows), dt)
@@ -56,12 +61,12 @@ class StoreSink:
             self.pending[table] = []
         return written
 
-    def _insert_with_retry(self, table: str, rows: list[dict[str, Any]]) -> None:
+    def _insert_with_retry(self, table: str, rows: list[Any], columns: tuple[str, ...] | None) -> None:
         deadline = time.monotonic() + self.retry_for_s
         delay = 0.5
         while True:
             try:
-                self.store.insert(table, rows)
+                self.store.insert(table, rows, columns)
                 return
             except StoreError as exc:
                 if time.monotonic() >= deadline:

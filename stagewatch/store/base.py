@@ -48,9 +48,18 @@ class Store(ABC):
     def ensure_schema(self) -> None:
         """Create the database and tables if missing (idempotent)."""
 
+    def insert(self, table: str, rows: Sequence[Any], columns: Sequence[str] | None = None) -> None:
+        """Insert rows: dicts keyed by column name, or sequences in the order of `columns`."""
+        if not rows:
+            return
+        if columns is None:
+            columns = list(rows[0])
+            rows = [[r[c] for c in columns] for r in rows]
+        self._insert_rows(table, list(columns), rows)
+
     @abstractmethod
-    def insert(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert rows (dicts keyed by column name; all rows of one call have the same keys)."""
+    def _insert_rows(self, table: str, columns: list[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Insert rows given as sequences in column order."""
 
     @abstractmethod
     def query(self, sql: str) -> list[dict[str, Any]]:

@@ -35,13 +35,10 @@ class ChdbStore(Store):
         for stmt in ddl_statements():
             self._session.query(stmt)
 
-    def insert(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        cols = list(rows[0])
+    def _insert_rows(self, table: str, columns: list[str], rows: Sequence[Sequence[Any]]) -> None:
         # JSONCompactEachRow (arrays, no keys) parses about twice as fast as JSONEachRow.
-        body = b"\n".join(_encoder.encode([r[c] for c in cols]) for r in rows)
-        self._run(f"INSERT INTO {table} ({', '.join(cols)}) FORMAT JSONCompactEachRow\n" + body.decode())
+        body = b"\n".join(map(_encoder.encode, rows))
+        self._run(f"INSERT INTO {table} ({', '.join(columns)}) FORMAT JSONCompactEachRow\n" + body.decode())
 
     def query(self, sql: str) -> list[dict[str, Any]]:
         res = self._run(sql, "JSONEachRow")

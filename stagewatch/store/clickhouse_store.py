@@ -47,13 +47,9 @@ class ClickHouseStore(Store):
         for stmt in ddl_statements():
             self.command(stmt)
 
-    def insert(self, table: str, rows: Sequence[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        cols = list(rows[0])
-        data = [tuple(r[c] for c in cols) for r in rows]
+    def _insert_rows(self, table: str, columns: list[str], rows: Sequence[Sequence[Any]]) -> None:
         try:
-            self._client.execute(f"INSERT INTO {table} ({', '.join(cols)}) VALUES", data)
+            self._client.execute(f"INSERT INTO {table} ({', '.join(columns)}) VALUES", rows)
         except Exception as exc:
             raise StoreError(f"Insert into {table} on {self.url} failed: {_brief(exc)}") from exc
 
