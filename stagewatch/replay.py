@@ -52,12 +52,14 @@ class ReplayReport:
 class Replayer:
     """Feeds events into an Engine and writes results to a store in batches."""
 
-    def __init__(self, store: Store, *, batch_size: int = 100_000,
+    def __init__(self, store: Store, *, batch_size: int = 100_000, state_every: int = 1_000_000,
                  on_invalid: Callable[[DeadLetter], None] | None = None) -> None:
         self.store = store
         self.engine = Engine()
         self.sink = StoreSink(store)
         self.batch_size = batch_size
+        self.state_every = state_every  # state rows are rewritten per flush: fewer flushes, fewer rows
+        self._since_state = 0
         self.on_invalid = on_invalid
         self.report = ReplayReport()
         self._loaded: set[tuple[str, str]] = set()
@@ -88,7 +90,8 @@ class Replayer:
         self.sink.add("raw_events", raw_event_row(ev, source, self._now))
         self._since_flush += 1
         if self._since_flush >= self.batch_size:
-            self.flush()
+            self._since_state += self._since_flush
+            self.flush(state=self._since_state >= self.state_every)
         return True
 
     def feed_line(self, raw: bytes, source: str, position: str) -> None:
@@ -107,8 +110,11 @@ class Replayer:
         if self.on_invalid:
             self.on_invalid(dl)
 
-    def flush(self) -> None:
-        self.sink.add_dirty(self.engine)
+    def flush(self, state: bool = True) -> None:
+        """Write raw events and dead letters; with state, also every changed job, file and stage row."""
+        if state:
+            self.sink.add_dirty(self.engine)
+            self._since_state = 0
         self.sink.flush()
         self._since_flush = 0
         self._now = time.time()
