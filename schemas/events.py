@@ -64,7 +64,7 @@ def _to_unix(ts: datetime | float) -> float:
     return float(ts)
 
 
-class JobEvent(msgspec.Struct, tag_field="schema", tag=JOB_SCHEMA, kw_only=True):
+class JobEvent(msgspec.Struct, tag_field="schema", tag=JOB_SCHEMA, kw_only=True, omit_defaults=True):
     """One HTCondor job-state transition of one job (one attempt's start or end, a hold, ...)."""
 
     event_id: NonEmpty
@@ -92,7 +92,7 @@ class JobEvent(msgspec.Struct, tag_field="schema", tag=JOB_SCHEMA, kw_only=True)
         return self.job_id
 
 
-class FileEvent(msgspec.Struct, tag_field="schema", tag=FILE_SCHEMA, kw_only=True):
+class FileEvent(msgspec.Struct, tag_field="schema", tag=FILE_SCHEMA, kw_only=True, omit_defaults=True):
     """One fact about one file of a stage: declared as input, delivered, processed, output, located."""
 
     event_id: NonEmpty
