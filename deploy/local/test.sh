@@ -3,8 +3,10 @@
 # Servers (Kafka, ClickHouse 18.16) are started by the tests themselves and stopped by PID.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-if [ -f deploy/local/install-deps.sh ]; then
-  bash deploy/local/install-deps.sh
-fi
+for script in deploy/local/install-deps.sh deploy/local/install-deps-*.sh; do
+  if [ -f "$script" ]; then
+    bash "$script"
+  fi
+done
 python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
 exec python3 -m pytest -q "$@"
