@@ -74,6 +74,11 @@ def _query(sql: str, ref_id: str = "A", *, time_series: bool = False,
     return q.time_series() if time_series else q.table()
 
 
+def _table() -> table.Panel:
+    """A table panel with its field defaults spelled out (as the SDK fills them when loading JSON back)."""
+    return table.Panel().align(cm.FieldTextAlignment.AUTO).inspect(False)
+
+
 def _prop(id_: str, value: Any) -> dm.DynamicConfigValue:
     return dm.DynamicConfigValue(id_val=id_, value=value)
 
@@ -156,7 +161,7 @@ def overview(opts: BuildOptions = BuildOptions()) -> dm.Dashboard:
         "indexByName": {c: i for i, c in enumerate(OVERVIEW_COLUMNS)},
         "renameByName": {},
     })
-    t = (table.Panel().id(1).title("Stages").description(
+    t = (_table().id(1).title("Stages").description(
         "Every stage of the selected campaigns: input files and their buckets first (the real measure of a "
         f"stage), then jobs. Hover a column header for its definition ({GLOSSARY_URL}). A stage is highlighted "
         f"when it is stalled (no progress for {opts.stall_threshold_s / 3600:g} h with work left). Click a stage "
@@ -279,19 +284,19 @@ def stage(opts: BuildOptions = BuildOptions()) -> dm.Dashboard:
              .x_field("exit").orientation(cm.VizOrientation.HORIZONTAL).show_value(cm.VisibilityMode.AUTO)
              .height(8).span(12))
 
-    missing = (table.Panel().id(9).title("Input files without a located output").datasource(ds)
+    missing = (_table().id(9).title("Input files without a located output").datasource(ds)
                .description(NUMBERS_BY_NAME["files_without_located_output"].definition
                             + " Same SQL as `stagewatch missing-files`.")
                .with_target(_query(sq.FILES_SQL.format(where=w, bucket_filter=sq.MISSING_FILES_FILTER), opts=opts))
                .height(10).span(24))
-    top_restarts = (table.Panel().id(10).title("Jobs with most restarts").datasource(ds)
+    top_restarts = (_table().id(10).title("Jobs with most restarts").datasource(ds)
                     .description("The jobs of the stage with the most restarts (same SQL as `stagewatch jobs "
                                  "--state restarted`). Click a job for its attempts and events.")
                     .with_target(_query(sq.JOBS_SQL.format(where=w, job_filter=sq.JOB_STATE_FILTERS["restarted"],
                                                            order="restarts DESC, job_id", limit=50), opts=opts))
                     .override_by_name("job_id", [_prop("links", [_job_link()])])
                     .height(10).span(12))
-    top_badput = (table.Panel().id(11).title("Jobs with most badput").datasource(ds)
+    top_badput = (_table().id(11).title("Jobs with most badput").datasource(ds)
                   .description(NUMBERS_BY_NAME["badput_core_hours"].definition + " Click a job for its attempts.")
                   .with_target(_query(sq.JOBS_SQL.format(where=w, job_filter="badput_core_ms > 0",
                                                          order="badput_core_hours DESC, job_id", limit=50), opts=opts))
@@ -323,9 +328,9 @@ def job(opts: BuildOptions = BuildOptions()) -> dm.Dashboard:
                 .description("Each attempt from its `started` to what ended it (terminated, evicted, held, ...).")
                 .with_target(_query(dq.attempt_timeline_sql(attempts.strip()), time_series=False, opts=opts))
                 .height(6).span(24))
-    attempts_table = (table.Panel().id(2).title("Attempts (table)").datasource(ds)
+    attempts_table = (_table().id(2).title("Attempts (table)").datasource(ds)
                       .with_target(_query(attempts, opts=opts)).height(8).span(24))
-    events = (table.Panel().id(3).title("Events").datasource(ds)
+    events = (_table().id(3).title("Events").datasource(ds)
               .description("Every stored event of the job, in time order (same SQL as `stagewatch job`).")
               .with_target(_query(sq.JOB_EVENTS_SQL.format(where=STAGE_WHERE, job_id=JOB_ID), opts=opts))
               .height(12).span(24))
@@ -358,12 +363,12 @@ def pipeline_health(opts: BuildOptions = BuildOptions()) -> dm.Dashboard:
                               "in the dead_letter table, never silently dropped.")
                  .with_target(_query(dq.dead_letters_per_interval_sql(), time_series=True, opts=opts))
                  .draw_style(cm.GraphDrawStyle.BARS).height(8).span(12))
-    latest = (table.Panel().id(4).title("Latest event per source").datasource(ds)
+    latest = (_table().id(4).title("Latest event per source").datasource(ds)
               .description("When each source last delivered an event; a feed that went quiet shows here first.")
               .with_target(_query(dq.LATEST_EVENT_PER_SOURCE_SQL, opts=opts))
               .override_by_name("seconds_since_ingest", [_prop("unit", "s")])
               .height(8).span(12))
-    dl_table = (table.Panel().id(5).title("Latest dead letters").datasource(ds)
+    dl_table = (_table().id(5).title("Latest dead letters").datasource(ds)
                 .with_target(_query(dq.DEAD_LETTERS_SQL, opts=opts)).height(10).span(24))
     d = (_base(UID_HEALTH, "stagewatch / Pipeline health", "Events flowing in, dead letters, silent sources.")
          .time("now-6h", "now")

@@ -142,8 +142,9 @@ JS = r"""
   function progress(stage) {
     var w = 360, h = 190, l = 40, r = 10, t = 10, b = 34;
     var s = svg(w, h); s.setAttribute('class', 'chart-progress'); s.setAttribute('aria-label', 'progress');
-    var lines = [{name: 'input files located', pts: cumulative(stage.located_per_hour), color: COLORS[0]},
-                 {name: 'jobs completed', pts: cumulative(stage.completed_per_hour), color: COLORS[2]}];
+    // jobs first (dashed), files on top: where the two coincide both stay visible
+    var lines = [{name: 'jobs completed', pts: cumulative(stage.completed_per_hour), color: COLORS[2], dash: '5 3'},
+                 {name: 'input files located', pts: cumulative(stage.located_per_hour), color: COLORS[0], dash: ''}];
     var xs = [], ymax = 1;
     lines.forEach(function (ln) { ln.pts.forEach(function (p) { xs.push(p[0]); ymax = Math.max(ymax, p[1]); }); });
     ymax = Math.max(ymax, stage.input_files);
@@ -174,7 +175,8 @@ JS = r"""
         d += ' L' + X(p[0]) + ',' + Y(prev) + ' L' + X(p[0]) + ',' + Y(p[1]);
       });
       d += ' L' + X(x1) + ',' + Y(ln.pts[ln.pts.length - 1][1]);
-      s.appendChild(el('path', {d: d, fill: 'none', stroke: ln.color, 'stroke-width': 2, 'class': 'series'}));
+      s.appendChild(el('path', {d: d, fill: 'none', stroke: ln.color, 'stroke-width': 2, 'class': 'series',
+                                'stroke-dasharray': ln.dash}));
       s.appendChild(el('text', {x: l + 6 + i * 150, y: h - 4, style: 'fill:' + ln.color, 'class': 'legend-item'},
                        '\u2014 ' + ln.name));
     });
