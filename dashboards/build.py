@@ -123,7 +123,9 @@ def _stalled_mappings() -> list[Any]:
 
 def _ch_variable(name: str, label: str, sql: str, *, multi: bool, opts: BuildOptions) -> db.QueryVariable:
     v = (db.QueryVariable(name).label(label)
-         .query({"refId": f"var-{name}", "editorType": "sql", "queryType": "table", "format": 1,
+         # The plugin's variable query model (CHVariableQuery: refId, queryType "sql", rawSql); editorType and
+         # format also let older plugin versions, which ran it as a CHQuery, read it.
+         .query({"refId": f"var-{name}", "queryType": "sql", "editorType": "sql", "format": 1,
                  "rawSql": sql.strip()})
          .datasource(datasource_ref(opts.datasource_uid))
          .refresh(dm.VariableRefresh.ON_DASHBOARD_LOAD)
