@@ -92,6 +92,7 @@ def test_overview_equals_status_for_all_and_for_one_campaign(loaded: Loaded) -> 
     tr = _tr(loaded)
     everything = loaded.store.query(expand(sql, tr, [Variable("campaign", ALL, options=_all_campaigns(loaded))]))
     status_all = _status(loaded)
+    assert list(everything[0]) == build._status_columns()  # the organize transformation's column list is right
     assert [(r["campaign"], r["stage"]) for r in everything] == [(s["campaign"], s["stage"]) for s in status_all]
     numbers = [n.name for n in NUMBERS if n.name != "restarts_by_cause"] + [f"restarts_{c}" for c in RESTART_CAUSES]
     for row, st in zip(everything, status_all):
