@@ -77,6 +77,22 @@ def fmt_ts(ts: float | None) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
+def write_jsonl(events: Any, out: Path | None) -> int:
+    """Write events as JSON lines to a file or stdout; returns how many."""
+    from schemas.events import encode_event
+
+    sink = open(out, "wb") if out else sys.stdout.buffer
+    n = 0
+    try:
+        for ev in events:
+            sink.write(encode_event(ev) + b"\n")
+            n += 1
+    finally:
+        if out:
+            sink.close()
+    return n
+
+
 # --------------------------------------------------------------------------------------------------
 @convert_app.command("condor-log")
 def convert_condor_log(
@@ -89,19 +105,11 @@ def convert_condor_log(
 ) -> None:
     """Write job-event/1 JSON lines from an HTCondor job event log."""
     from ingest.condor_log import convert_log
-    from schemas.events import encode_event
 
     if not path.exists():
         raise UserError(f"No HTCondor log at {path}; check the path.")
-    sink = open(out, "wb") if out else sys.stdout.buffer
-    n = 0
-    try:
-        for ev in convert_log(str(path), campaign=campaign, stage=stage, submission=submission, schedd=schedd):
-            sink.write(encode_event(ev) + b"\n")
-            n += 1
-    finally:
-        if out:
-            sink.close()
+    n = write_jsonl(convert_log(str(path), campaign=campaign, stage=stage, submission=submission, schedd=schedd),
+                    out)
     err.print(f"converted {n} job events from {path}")
 
 
@@ -359,19 +367,10 @@ def simulate(
 ) -> None:
     """Write a simulated campaign as JSON lines (deterministic for a seed)."""
     from ingest.simulator import PRESETS, simulate_many
-    from schemas.events import encode_event
 
     if preset not in PRESETS:
         raise UserError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
-    sink = open(out, "wb") if out else sys.stdout.buffer
-    n = 0
-    try:
-        for ev in simulate_many(PRESETS[preset](), seed):
-            sink.write(encode_event(ev) + b"\n")
-            n += 1
-    finally:
-        if out:
-            sink.close()
+    n = write_jsonl(simulate_many(PRESETS[preset](), seed), out)
     err.print(f"wrote {n} events of preset {preset} (seed {seed})")
 
 
