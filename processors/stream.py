@@ -1,0 +1,428 @@
+"""The per-entity steps of the streaming topology, as pure functions over bytes (no Faust, no Kafka).
+
+The Faust workers (processors/faust_app.py) only move bytes between Kafka, these steps and
+ClickHouse; everything that decides a number happens here, with the same domain code as the embedded
+replay (processors.jobs, processors.files, processors.contributions). That keeps the streaming logic
+unit-testable without a broker (tests/processors/test_stream.py).
+
+Topology (one arrow = one Kafka topic, all co-partitioned: same partition count, murmur2 key hash):
+
+    job-events  (key job_id) --> JOB STEP   --contributions (key campaign|stage)--> STAGE STEP
+    file-events (key file)   --> FILE STEP  --contributions----------------------->
+    output-links (key parent file) -^   |
+                 ^----------------------+  (an output file's facts, sent to each of its parents)
+
+Why it is idempotent under at-least-once delivery:
+
+* A job's or file's state is the *set* of its events (deduplicated by event_id), plus for a file the
+  newest (version, located) of each output that names it as a parent. Adding an event twice, or a
+  stale link, changes nothing; the state is a join-semilattice and only grows.
+* Every step emits an entity's *whole* contribution to its stage with a version that grows with the
+  state (job: its number of events; file: its events plus the sum of its outputs' versions). The stage
+  keeps the newest version per entity (StageCounters.apply) and ignores anything older or equal, so a
+  re-delivered, re-processed or out-of-order contribution changes nothing.
+* A step re-emits the contribution (and links, and state rows) of every entity a batch touches, even
+  when all of the batch's events were duplicates: after a crash between "state written" and
+  "contribution sent", re-processing the same input re-sends what may have been lost.
+
+The stage row's version is the sum of its entities' versions: it grows with every accepted
+contribution (not only with new events: a file moving to "located" because of its output does not
+add an event to the stage), so ReplacingMergeTree(version) keeps the newest stage row even when an
+old row is written late.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+
+import msgspec
+
+from processors import files as filemod
+from processors import jobs as jobmod
+from processors.contributions import StageCounters
+from processors.rows import job_attempt_rows, job_row
+from schemas.events import FileEvent, JobEvent, encode_event
+
+KEY_SEP = "|"
+
+
+def stage_key(campaign: str, stage: str) -> str:
+    """Key of a stage's messages on the contributions topic (one partition per stage)."""
+    return f"{campaign}{KEY_SEP}{stage}"
+
+
+def entity_key(campaign: str, stage: str, name: str) -> str:
+    """Key of a job, file or stage-entity in a table ("campaign|stage|name")."""
+    return f"{campaign}{KEY_SEP}{stage}{KEY_SEP}{name}"
+
+
+# ------------------------------------------------------------------------------------------------ messages
+
+class Contribution(msgspec.Struct, array_like=True, frozen=True):
+    """An entity's whole share of its stage's counters, with the version of the state it comes from."""
+
+    entity: str  # "job:<job_id>" or "file:<file>"
+    version: int
+    contribution: dict[str, int]
+    first_ts: float | None
+    last_ts: float | None
+    progress_ts: float | None
+
+
+class ContributionBatch(msgspec.Struct, array_like=True):
+    """The contributions of one stage from one processed batch (one Kafka message, key campaign|stage)."""
+
+    campaign: str
+    stage: str
+    items: list[Contribution]
+
+
+class Link(msgspec.Struct, array_like=True, frozen=True):
+    """An output file's facts, for one of its parents (its `parents` name input files)."""
+
+    campaign: str
+    stage: str
+    parent: str
+    child: str
+    version: int  # the child's number of events: grows with its state
+    located: bool
+
+
+class LinkBatch(msgspec.Struct, array_like=True):
+    """Links bound for one partition of the output-links topic (one Kafka message)."""
+
+    links: list[Link]
+
+
+class StageEntry(msgspec.Struct, array_like=True, frozen=True):
+    """What the stage table keeps per entity (the newest contribution)."""
+
+    campaign: str
+    stage: str
+    item: Contribution
+
+
+_msgpack = msgspec.msgpack.Encoder()
+encode_message = _msgpack.encode
+decode_contribution_batch = msgspec.msgpack.Decoder(ContributionBatch).decode
+decode_link_batch = msgspec.msgpack.Decoder(LinkBatch).decode
+decode_stage_entry = msgspec.msgpack.Decoder(StageEntry).decode
+
+_job_decoder = msgspec.json.Decoder(JobEvent)
+_file_decoder = msgspec.json.Decoder(FileEvent)
+
+
+# ------------------------------------------------------------------------------------------------ entity state
+
+class _Events:
+    """The distinct events of one entity, sorted by the domain's sort key, with their canonical JSON."""
+
+    __slots__ = ("keys", "events", "lines")
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[float, int, str]] = []
+        self.events: list[Any] = []
+        self.lines: list[bytes] = []
+
+    def _insert(self, key: tuple[float, int, str], ev: Any, line: bytes) -> bool:
+        eid = key[2]
+        for k in self.keys:
+            if k[2] == eid:
+                return False
+        i = len(self.keys) if not self.keys or key >= self.keys[-1] else bisect.bisect(self.keys, key)
+        self.keys.insert(i, key)
+        self.events.insert(i, ev)
+        self.lines.insert(i, line)
+        return True
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+
+class JobEntity(_Events):
+    """A job's state: its distinct events. Stored (and sent to the changelog) as JSON lines."""
+
+    __slots__ = ()
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> "JobEntity":
+        ent = cls()
+        if raw:
+            for line in raw.split(b"\n"):
+                ev = _job_decoder.decode(line)
+                ent._insert(jobmod.sort_key(ev), ev, line)
+        return ent
+
+    def add(self, ev: JobEvent) -> bool:
+        """Add an event; False when an event with its event_id is already here."""
+        return self._insert(jobmod.sort_key(ev), ev, encode_event(ev))
+
+    def encode(self) -> bytes:
+        return b"\n".join(self.lines)
+
+
+class _FileValue(msgspec.Struct, array_like=True):
+    lines: list[bytes]
+    children: list[tuple[str, int, bool]]
+
+
+_file_value_decoder = msgspec.msgpack.Decoder(_FileValue)
+
+
+class FileEntity(_Events):
+    """A file's state: its distinct events, and the newest (version, located) of each output naming it."""
+
+    __slots__ = ("children",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.children: dict[str, tuple[int, bool]] = {}
+
+    @classmethod
+    def decode(cls, raw: bytes | None) -> "FileEntity":
+        ent = cls()
+        if raw:
+            val = _file_value_decoder.decode(raw)
+            for line in val.lines:
+                ev = _file_decoder.decode(line)
+                ent._insert(filemod.sort_key(ev), ev, line)
+            ent.children = {c: (v, loc) for c, v, loc in val.children}
+        return ent
+
+    def add(self, ev: FileEvent) -> bool:
+        return self._insert(filemod.sort_key(ev), ev, encode_event(ev))
+
+    def link(self, child: str, version: int, located: bool) -> bool:
+        """Record an output's facts if newer than what is known; False for a stale or repeated link."""
+        old = self.children.get(child)
+        if old is not None and version <= old[0]:
+            return False
+        self.children[child] = (version, located)
+        return True
+
+    @property
+    def version(self) -> int:
+        """Grows with every event that can change the file's row: its own and its outputs'."""
+        return len(self.events) + sum(v for v, _ in self.children.values())
+
+    def encode(self) -> bytes:
+        return _msgpack.encode(_FileValue(self.lines, [(c, v, loc) for c, (v, loc) in sorted(self.children.items())]))
+
+
+class _Out(NamedTuple):
+    """What input_bucket needs to know about an output: whether it is located."""
+
+    located: bool
+
+
+class _StageRef(NamedTuple):
+    campaign: str
+    stage: str
+
+
+# ------------------------------------------------------------------------------------------------ step results
+
+@dataclass
+class StepResult:
+    """What one batch through a step produces; the worker writes it out before acking the batch."""
+
+    updates: dict[str, bytes] = field(default_factory=dict)  # table key -> new state (changed keys only)
+    contributions: dict[tuple[str, str], list[Contribution]] = field(default_factory=dict)
+    rows: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (table, row) for ClickHouse
+    links: list[Link] = field(default_factory=list)
+    new_events: int = 0
+    duplicates: int = 0
+    stale_links: int = 0
+
+    def contribution_batches(self) -> list[ContributionBatch]:
+        return [ContributionBatch(c, s, items) for (c, s), items in self.contributions.items()]
+
+
+def job_contribution(summary: jobmod.JobSummary) -> Contribution:
+    return Contribution("job:" + summary.job_id, summary.events, summary.contribution(), summary.first_ts,
+                        summary.last_ts, summary.last_terminated_ts)
+
+
+def apply_job_events(state: Mapping[str, bytes], events: Sequence[JobEvent]) -> StepResult:
+    """The job step: add a batch of job events to their jobs' states; re-derive every touched job.
+
+    ``state`` maps "campaign|stage|job_id" to the stored job (JobEntity bytes); it is only read.
+    """
+    out = StepResult()
+    touched: dict[str, tuple[JobEvent, JobEntity, bool]] = {}
+    for ev in events:
+        key = entity_key(ev.campaign, ev.stage, ev.job_id)
+        t = touched.get(key)
+        ent = JobEntity.decode(state.get(key)) if t is None else t[1]
+        added = ent.add(ev)
+        if added:
+            out.new_events += 1
+        else:
+            out.duplicates += 1
+        touched[key] = (ev, ent, added or (t is not None and t[2]))
+    for key, (ev, ent, changed) in touched.items():
+        if changed:
+            out.updates[key] = ent.encode()
+        summary = jobmod.summarize_job(ent.events)
+        out.contributions.setdefault((ev.campaign, ev.stage), []).append(job_contribution(summary))
+        ref = _StageRef(ev.campaign, ev.stage)
+        out.rows.append(("job_state", job_row(ref, summary)))  # type: ignore[arg-type]
+        out.rows.extend(("job_attempts", r) for r in job_attempt_rows(ref, summary))  # type: ignore[arg-type]
+    return out
+
+
+def file_contribution(name: str, ent: FileEntity, facts: filemod.FileFacts) -> tuple[Contribution, str]:
+    """(contribution, bucket or "") of a file, as StageState._refresh_file computes it."""
+    new: dict[str, int] = {"events": facts.events}
+    bucket = ""
+    if facts.is_input:
+        new["input_files"] = 1
+        bucket = filemod.input_bucket(facts, [_Out(loc) for _, loc in ent.children.values()])  # type: ignore[misc]
+        new[bucket] = 1
+    if facts.declared_output:
+        new["outputs_declared"] = 1
+    if facts.located:
+        new["outputs_located"] = 1
+    return Contribution("file:" + name, ent.version, new, facts.first_ts, facts.last_ts, facts.last_located_ts), bucket
+
+
+def file_state_row(campaign: str, stage: str, name: str, ent: FileEntity, facts: filemod.FileFacts,
+                   bucket: str) -> dict[str, Any]:
+    """The file_state row (the same columns and values as processors.rows.file_row)."""
+    return {
+        "campaign": campaign, "stage": stage, "file": name,
+        "is_input": int(facts.is_input), "bucket": bucket,
+        "is_output": int(facts.declared_output), "located": int(facts.located), "location": facts.location or "",
+        "parents": sorted(facts.parents), "outputs": sorted(ent.children),
+        "consumed": int(facts.consumed), "disposition": facts.disposition or "",
+        "disposition_job": facts.disposition_job or "", "deliveries": facts.deliveries,
+        "first_ts": facts.first_ts, "last_ts": facts.last_ts, "located_ts": facts.located_ts,
+        "version": ent.version,
+    }
+
+
+def apply_file_inputs(state: Mapping[str, bytes], events: Sequence[FileEvent], links: Sequence[Link]) -> StepResult:
+    """The file step: a batch of a partition's file events and of links addressed to its files.
+
+    Own events join the file's event set; a link records an output's (version, located) under its
+    parent. Every file touched by its own events re-sends its links (to each parent it names) and its
+    contribution; a file touched only by links re-sends its contribution (its bucket may have moved).
+    A file that has no events of its own yet (only outputs naming it) contributes nothing, as in
+    StageState: it is not an input of the stage until its `input_declared` (or any event) arrives.
+    """
+    out = StepResult()
+    # key -> (campaign, stage, name, entity, changed, touched_by_own_events)
+    touched: dict[str, list[Any]] = {}
+
+    def entity(campaign: str, stage: str, name: str) -> list[Any]:
+        key = entity_key(campaign, stage, name)
+        t = touched.get(key)
+        if t is None:
+            t = touched[key] = [campaign, stage, name, FileEntity.decode(state.get(key)), False, False]
+        return t
+
+    for ev in events:
+        t = entity(ev.campaign, ev.stage, ev.file)
+        if t[3].add(ev):
+            out.new_events += 1
+            t[4] = True
+        else:
+            out.duplicates += 1
+        t[5] = True
+    for link in links:
+        t = entity(link.campaign, link.stage, link.parent)
+        if t[3].link(link.child, link.version, link.located):
+            t[4] = True
+        else:
+            out.stale_links += 1
+    for key, (campaign, stage, name, ent, changed, own) in touched.items():
+        if changed:
+            out.updates[key] = ent.encode()
+        if not ent.events:
+            continue
+        facts = filemod.file_facts(ent.events)
+        if own and facts.parents:
+            for parent in sorted(facts.parents):
+                out.links.append(Link(campaign, stage, parent, name, len(ent.events), facts.located))
+        contribution, bucket = file_contribution(name, ent, facts)
+        out.contributions.setdefault((campaign, stage), []).append(contribution)
+        out.rows.append(("file_state", file_state_row(campaign, stage, name, ent, facts, bucket)))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ stage step
+
+class StageAggregator:
+    """The stage step: the newest contribution per entity, summed into StageCounters per stage.
+
+    The durable state is the stage table (key "campaign|stage|entity" -> StageEntry bytes); the
+    counters are rebuilt from it after recovery or a rebalance (``load``) rather than persisted
+    separately, so they can never disagree with the entries they sum.
+    """
+
+    def __init__(self) -> None:
+        self.stages: dict[tuple[str, str], StageCounters] = {}
+        self.version_sums: dict[tuple[str, str], int] = {}
+        self.dirty: set[tuple[str, str]] = set()
+
+    def _stage(self, campaign: str, stage: str) -> StageCounters:
+        key = (campaign, stage)
+        st = self.stages.get(key)
+        if st is None:
+            st = self.stages[key] = StageCounters(campaign, stage)
+            self.version_sums[key] = 0
+        return st
+
+    def clear(self) -> None:
+        self.stages.clear()
+        self.version_sums.clear()
+        self.dirty.clear()
+
+    def load(self, entries: Iterable[bytes]) -> int:
+        """Rebuild from stored stage entries (replaces the current counters); marks every stage dirty."""
+        self.clear()
+        n = 0
+        for raw in entries:
+            e = decode_stage_entry(raw)
+            self._apply_item(e.campaign, e.stage, e.item)
+            n += 1
+        self.dirty = set(self.stages)
+        return n
+
+    def _apply_item(self, campaign: str, stage: str, item: Contribution) -> bool:
+        st = self._stage(campaign, stage)
+        key = (campaign, stage)
+        old = st.entities.get(item.entity)
+        st.observe(item.first_ts, item.last_ts, item.progress_ts)
+        if not st.apply(item.entity, item.version, item.contribution):
+            return False
+        self.version_sums[key] += item.version - (old[0] if old is not None else 0)
+        return True
+
+    def apply(self, batch: ContributionBatch) -> dict[str, bytes]:
+        """Apply one contributions message; returns the stage-table updates (newer entries only)."""
+        updates: dict[str, bytes] = {}
+        for item in batch.items:
+            if self._apply_item(batch.campaign, batch.stage, item):
+                updates[entity_key(batch.campaign, batch.stage, item.entity)] = encode_message(
+                    StageEntry(batch.campaign, batch.stage, item))
+                self.dirty.add((batch.campaign, batch.stage))
+        return updates
+
+    def row(self, campaign: str, stage: str) -> dict[str, Any]:
+        """The stage_numbers row; its version is the sum of the entities' versions (see module doc)."""
+        key = (campaign, stage)
+        row = self.stages[key].row()
+        row["version"] = self.version_sums[key]
+        return row
+
+    def take_dirty_rows(self) -> list[dict[str, Any]]:
+        rows = [self.row(c, s) for c, s in sorted(self.dirty) if (c, s) in self.stages]
+        self.dirty = set()
+        return rows
+
+    def numbers(self, as_of: float) -> list[dict[str, Any]]:
+        """Every stage's numbers, sorted like Engine.numbers."""
+        return [self.stages[k].numbers(as_of) for k in sorted(self.stages)]

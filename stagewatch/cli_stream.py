@@ -1,0 +1,266 @@
+"""Streaming commands: ``topics create``, ``publish``, ``tail condor-log``, ``worker``.
+
+``stagewatch.cli`` calls ``register(app)`` if this module imports, so the heavy imports (confluent-kafka,
+faust) happen inside the commands: ``stagewatch status`` does not pay for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+err = Console(stderr=True)
+log = logging.getLogger("stagewatch.cli")
+
+KAFKA_ENV = "STAGEWATCH_KAFKA"
+STORE_ENV = "STAGEWATCH_STORE"
+
+KafkaOpt = typer.Option(None, "--kafka", envvar=KAFKA_ENV,
+                        help="Kafka bootstrap servers HOST:PORT. Default: $STAGEWATCH_KAFKA (set by "
+                             "`eval \"$(stagewatch dev up)\"`).")
+PrefixOpt = typer.Option("", "--topic-prefix", envvar="STAGEWATCH_TOPIC_PREFIX",
+                         help="Prefix of the topic names (<prefix>stagewatch.job-events, ...), to run several "
+                              "pipelines on one broker.")
+
+topics_app = typer.Typer(no_args_is_help=True, help="Kafka topics of the pipeline.")
+tail_app = typer.Typer(no_args_is_help=True, help="Follow growing logs and publish their events to Kafka.")
+
+
+def _user_error(message: str) -> Exception:
+    from stagewatch.cli import UserError
+
+    return UserError(message)
+
+
+def _need_kafka(kafka: Optional[str]) -> str:
+    if not kafka:
+        raise _user_error("No Kafka broker given: pass --kafka HOST:PORT or set STAGEWATCH_KAFKA "
+                          "(`eval \"$(stagewatch dev up)\"` starts one and sets it).")
+    return kafka
+
+
+def _check_kafka(kafka: str, timeout_s: float = 10.0) -> dict[str, int]:
+    from ingest.kafka_io import KafkaError, check_kafka
+
+    try:
+        return check_kafka(kafka, timeout_s)
+    except KafkaError as exc:
+        raise _user_error(str(exc)) from None
+
+
+def _stop_on_signals() -> threading.Event:
+    """SIGINT/SIGTERM set an event, so loops finish their current step (flush, commit) and return."""
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        err.print(f"stopping ({signal.Signals(signum).name}) after the current step ...")
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    return stop
+
+
+@topics_app.command("create")
+def topics_create(
+    kafka: Optional[str] = KafkaOpt,
+    partitions: int = typer.Option(8, "--partitions", help="Partitions per topic (workers share partitions; "
+                                                           "more partitions allow more workers)."),
+    replication_factor: int = typer.Option(1, "--replication-factor", help="Replicas per partition (1 on a "
+                                                                           "single broker)."),
+    topic_prefix: str = PrefixOpt,
+) -> None:
+    """Create the job-events, file-events and dead-letter topics (idempotent)."""
+    from ingest.kafka_io import KafkaError, Topics, create_topics
+
+    kafka = _need_kafka(kafka)
+    try:
+        result = create_topics(kafka, partitions, replication_factor, topics=Topics(topic_prefix))
+    except KafkaError as exc:
+        raise _user_error(str(exc)) from None
+    for name, outcome in result.items():
+        err.print(f"{name}: {outcome}")
+
+
+def _publisher(kafka: str, topic_prefix: str, store: Optional[str], show_invalid: int = 20) -> Any:
+    from ingest.kafka_io import SafeProducer, Topics
+    from ingest.publish import Publisher
+    from stagewatch.sink import StoreSink
+
+    shown = 0
+
+    def on_invalid(r: Any) -> None:
+        nonlocal shown
+        shown += 1
+        if shown <= show_invalid:
+            err.print(f"[yellow]invalid[/] {r} (sent to the dead-letter topic)", markup=True, highlight=False)
+
+    sink = None
+    if store:
+        from stagewatch.store import open_store
+
+        sink = StoreSink(open_store(store), retry_for_s=30.0)
+    return Publisher(SafeProducer(kafka, client_id="stagewatch-publish"), Topics(topic_prefix),
+                     on_invalid=on_invalid, dead_letter_sink=sink)
+
+
+def publish(
+    files: Optional[list[str]] = typer.Argument(None, help="JSON-lines files of job-event/1 and file-event/1 "
+                                                           "('-' is stdin)."),
+    kafka: Optional[str] = KafkaOpt,
+    store: Optional[str] = typer.Option(None, "--store", envvar=STORE_ENV,
+                                        help="Also record invalid lines in this store's dead_letter table."),
+    simulate: Optional[str] = typer.Option(None, "--simulate", help="Publish a simulator preset live instead of "
+                                                                    "files (nova-talk, nova-week, tiny)."),
+    speed: float = typer.Option(0.0, "--speed", help="With --simulate: simulated seconds per real second; "
+                                                      "0 = as fast as possible."),
+    seed: int = typer.Option(1, "--seed", help="With --simulate: the simulator's seed."),
+    topic_prefix: str = PrefixOpt,
+) -> None:
+    """Publish events to Kafka: JSON-lines files, or the simulator live (invalid lines go to the dead-letter
+    topic, with the reason, and are listed)."""
+    from ingest.kafka_io import DeliveryError, Topics
+    from ingest.publish import publish_events, publish_files
+
+    kafka = _need_kafka(kafka)
+    if bool(files) == bool(simulate):
+        raise _user_error("Give either JSON-lines FILE(s) or --simulate PRESET.")
+    if speed < 0:
+        raise _user_error("--speed must be >= 0 (simulated seconds per real second; 0 = as fast as possible).")
+    existing = _check_kafka(kafka)
+    topics = Topics(topic_prefix)
+    missing = [t for t in topics.all() if t not in existing]
+    if missing:
+        raise _user_error(f"Topic(s) {', '.join(missing)} do not exist on {kafka}; run `stagewatch topics create"
+                          + (f" --topic-prefix {topic_prefix}" if topic_prefix else "") + "` first.")
+    for f in files or ():
+        if f != "-" and not os.path.isfile(f):
+            raise _user_error(f"No such file: {f}")
+    pub = _publisher(kafka, topic_prefix, store)
+    try:
+        if simulate:
+            from ingest.simulator import PRESETS, simulate_many
+
+            if simulate not in PRESETS:
+                raise _user_error(f"Unknown preset {simulate!r}; choose one of {', '.join(PRESETS)}.")
+            stop = _stop_on_signals()
+
+            def progress(r: Any) -> None:
+                err.print(f"published {r.published:,} events ({r.per_s:,.0f}/s)")
+
+            rep = publish_events(pub, simulate_many(PRESETS[simulate](), seed), speed=speed, stop=stop,
+                                 progress=progress)
+        else:
+            rep = publish_files(pub, files or [])
+    except DeliveryError as exc:
+        raise _user_error(str(exc)) from None
+    n_bad = len(rep.invalid)
+    if n_bad > 20:
+        err.print(f"... and {n_bad - 20} more invalid lines (topic {topics.dead_letter})")
+    err.print(f"published {rep.published:,} events ({rep.job_events:,} job, {rep.file_events:,} file) to {kafka} "
+              f"in {rep.seconds:.1f} s; {n_bad} invalid line(s) sent to {topics.dead_letter}")
+
+
+@tail_app.command("condor-log")
+def tail_condor_log(
+    path: Path = typer.Argument(..., help="The HTCondor job event log to follow (it may not exist yet)."),
+    campaign: str = typer.Option(..., "--campaign"),
+    stage: str = typer.Option(..., "--stage"),
+    submission: Optional[str] = typer.Option(None, "--submission"),
+    schedd: Optional[str] = typer.Option(None, "--schedd", help="Schedd name, prefixed to job ids (schedd#123.0)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Where the read position is kept "
+                                                                         "(default PATH.stagewatch-checkpoint)."),
+    poll_s: float = typer.Option(1.0, "--poll-s", help="Seconds between polls when the log has not grown."),
+    kafka: Optional[str] = KafkaOpt,
+    topic_prefix: str = PrefixOpt,
+) -> None:
+    """Follow a growing HTCondor job event log and publish its job events (resumes from the checkpoint after a
+    stop or a crash, with no gap; events re-sent after a crash keep their event_id)."""
+    from ingest.condor_log import CheckpointMismatch, LogFollower, LogReplaced
+    from ingest.kafka_io import DeliveryError, SafeProducer, Topics
+    from ingest.publish import Publisher, tail_log
+
+    kafka = _need_kafka(kafka)
+    existing = _check_kafka(kafka)
+    topics = Topics(topic_prefix)
+    if topics.job_events not in existing:
+        raise _user_error(f"Topic {topics.job_events} does not exist on {kafka}; run `stagewatch topics create` first.")
+    ckpt = checkpoint or Path(str(path) + ".stagewatch-checkpoint")
+    try:
+        follower = LogFollower(path, campaign=campaign, stage=stage, submission=submission, schedd=schedd,
+                               checkpoint_path=ckpt)
+    except CheckpointMismatch as exc:
+        raise _user_error(f"{exc}; pass another --checkpoint or the original options.") from None
+    pub = Publisher(SafeProducer(kafka, client_id="stagewatch-tail"), topics)
+    stop = _stop_on_signals()
+    err.print(f"following {path} (checkpoint {ckpt}, resuming at byte {follower.committed_offset}); Ctrl-C to stop")
+    try:
+        rep = tail_log(pub, follower, poll_s=poll_s, stop=stop)
+    except DeliveryError as exc:
+        raise _user_error(f"{exc} The checkpoint was not moved: restart to re-send from there.") from None
+    except LogReplaced as exc:
+        raise _user_error(f"{exc}; if the log was rotated, start with a new --checkpoint.") from None
+    err.print(f"published {rep.published:,} events in {rep.commits} commit(s); checkpoint at byte "
+              f"{follower.committed_offset} of {path}")
+
+
+def worker(
+    kafka: Optional[str] = KafkaOpt,
+    store: Optional[str] = typer.Option(None, "--store", envvar=STORE_ENV,
+                                        help="clickhouse://user:pass@host:port/db (the writer user). "
+                                             "Default: $STAGEWATCH_STORE."),
+    app_id: str = typer.Option("stagewatch", "--app-id", envvar="STAGEWATCH_APP_ID",
+                               help="Consumer group and prefix of the internal topics; workers with the same id "
+                                    "share the partitions."),
+    topic_prefix: str = PrefixOpt,
+    workdir: Path = typer.Option(Path(".stagewatch-worker"), "--workdir", help="Working directory of the worker."),
+    metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Serve Prometheus metrics on this port "
+                                                                           "(/metrics)."),
+    metrics_addr: str = typer.Option("127.0.0.1", "--metrics-addr", help="Address the metrics server binds."),
+    web_port: Optional[int] = typer.Option(None, "--web-port", help="Enable Faust's web server on this port."),
+    batch_max: int = typer.Option(5000, "--batch-max", help="Most messages per processed batch."),
+    batch_within: float = typer.Option(0.5, "--batch-within", help="Seconds a batch waits to fill up (bounds "
+                                                                   "ClickHouse inserts per second)."),
+    stage_flush: float = typer.Option(1.0, "--stage-flush", help="Seconds between writes of changed stage rows."),
+    replication_factor: int = typer.Option(1, "--replication-factor", help="For the internal topics it creates."),
+    fast_consumer: bool = typer.Option(True, "--fast-consumer/--no-fast-consumer",
+                                       help="Faust 0.15.3 consumer loop without two tasks per message."),
+    log_level: str = typer.Option("info", "--worker-log-level", help="crit, error, warn, info or debug."),
+) -> None:
+    """Run a faust-streaming worker: events from Kafka -> per-job/per-file state -> stage numbers in ClickHouse.
+    Start several with the same --app-id to share the partitions; stop with Ctrl-C or SIGTERM."""
+    from processors.faust_app import WorkerConfig, WorkerError, run_worker
+
+    kafka = _need_kafka(kafka)
+    store = store or os.environ.get(STORE_ENV)
+    if not store:
+        raise _user_error("No store given: pass --store clickhouse://user:pass@host:port/db or set STAGEWATCH_STORE.")
+    _check_kafka(kafka)
+    cfg = WorkerConfig(kafka=kafka, store_url=store, app_id=app_id, topic_prefix=topic_prefix, workdir=str(workdir),
+                       metrics_port=metrics_port, metrics_addr=metrics_addr, web_port=web_port, batch_max=batch_max,
+                       batch_within_s=batch_within, stage_flush_s=stage_flush, replication_factor=replication_factor,
+                       fast_consumer=fast_consumer, log_level=log_level)
+    try:
+        run_worker(cfg)
+    except WorkerError as exc:
+        raise _user_error(str(exc)) from None
+
+
+def register(app: typer.Typer) -> None:
+    """Add the streaming commands to the main CLI."""
+    app.add_typer(topics_app, name="topics")
+    app.add_typer(tail_app, name="tail")
+    app.command("publish")(publish)
+    app.command("worker")(worker)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use `stagewatch topics|publish|tail|worker`")
