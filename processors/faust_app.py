@@ -130,15 +130,51 @@ def fatal(message: str, *args: Any) -> None:
 
 # ------------------------------------------------------------------------------------------------ Faust glue
 
+class _Resume:
+    """An awaitable that finishes a coroutine which was started by hand and is suspended on ``first``.
+
+    Lets the fetch loop run a delivery synchronously when it completes without waiting (no task), and
+    hand it to ``wait_first`` (a task, cancellable by a rebalance) only when it does have to wait.
+    Exceptions thrown in (cancellation) are delivered to the coroutine at its suspension point.
+    """
+
+    __slots__ = ("coro", "first")
+
+    def __init__(self, coro: Any, first: Any) -> None:
+        self.coro = coro
+        self.first = first
+
+    def __await__(self) -> Any:
+        coro, fut = self.coro, self.first
+        while True:
+            try:
+                yield fut
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:
+                try:
+                    fut = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    fut = coro.send(None)
+                except StopIteration as stop:
+                    return stop.value
+
+
 def install_fast_consumer() -> bool:
     """Replace Faust 0.15.3's consumer fetch loop with one that does not spawn two tasks per message.
 
     The stock loop runs ``await wait_first(callback(message), suspend_flow.wait())`` for every message
-    so that a rebalance can interrupt a delivery. This version keeps exactly that when the flow is
-    suspended and otherwise awaits the callback directly (2.5x the message rate). A delivery that was
-    already under way when a rebalance starts completes; its event carries the old generation id and
-    ``BatchReader`` drops it, exactly as Faust's Stream does. Returns False (and changes nothing) on
-    any other Faust version.
+    so that a rebalance can interrupt a delivery (two tasks per message). This version starts the
+    delivery by hand; when it completes without waiting (the flow is running and the agent's queue has
+    room: nearly always) no task is made at all, and when it has to wait it continues under exactly the
+    stock ``wait_first``, so a rebalance still interrupts it. (Awaiting it directly instead deadlocks:
+    a put into a full queue parked across a rebalance then waits for the flow to resume, which waits for
+    table recovery, which waits for this loop.) Returns False (and changes nothing) on any other Faust
+    version.
     """
     import faust
     from faust.transport.consumer import Consumer
@@ -189,7 +225,15 @@ def install_fast_consumer() -> bool:
                             if suspended():
                                 await self.wait_first(callback(message), self.suspend_flow.wait())
                             else:
-                                await callback(message)
+                                coro = callback(message)
+                                try:
+                                    first = coro.send(None)
+                                except StopIteration:
+                                    pass  # delivered without waiting: the common case, no task needed
+                                else:
+                                    # The delivery must wait (full queue, flow being stopped): from here
+                                    # on it is interruptible by a rebalance, as in the stock loop.
+                                    await self.wait_first(_Resume(coro, first), self.suspend_flow.wait())
                             set_read_offset(tp, offset)
                     unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
@@ -432,7 +476,11 @@ class StreamWorker:
         stage_table.on_recover(self._on_stage_recovered)
         app.on_partitions_revoked.connect(self._on_revoked)
 
+        # One Kafka producer, ClickHouse connection and sink thread per agent (and one for the stage-row
+        # timer), opened now: opening one later, during a ClickHouse outage, would fail instead of wait.
         self.io: dict[str, AgentIO] = {}
+        for name in ("jobs", "files", "stage", "stage-rows"):
+            self._agent_io(name)
         app.agent(job_topic, name="stagewatch.jobs")(self._job_agent)
         app.agent(file_topics, name="stagewatch.files")(self._file_agent)
         app.agent(contrib_topic, name="stagewatch.stage")(self._stage_agent)

@@ -17,7 +17,7 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # one line per message: logs and tests grep them
 log = logging.getLogger("stagewatch.cli")
 
 KAFKA_ENV = "STAGEWATCH_KAFKA"
@@ -231,6 +231,8 @@ def worker(
                                                                    "ClickHouse inserts per second)."),
     stage_flush: float = typer.Option(1.0, "--stage-flush", help="Seconds between writes of changed stage rows."),
     replication_factor: int = typer.Option(1, "--replication-factor", help="For the internal topics it creates."),
+    session_timeout: float = typer.Option(10.0, "--session-timeout", help="Seconds without heartbeat after which "
+                                                                          "a dead worker's partitions move (>= 6)."),
     fast_consumer: bool = typer.Option(True, "--fast-consumer/--no-fast-consumer",
                                        help="Faust 0.15.3 consumer loop without two tasks per message."),
     log_level: str = typer.Option("info", "--worker-log-level", help="crit, error, warn, info or debug."),
@@ -243,11 +245,14 @@ def worker(
     store = store or os.environ.get(STORE_ENV)
     if not store:
         raise _user_error("No store given: pass --store clickhouse://user:pass@host:port/db or set STAGEWATCH_STORE.")
+    if not store.startswith(("clickhouse://", "clickhouse+native://")):
+        raise _user_error("The worker writes to a ClickHouse server: pass --store clickhouse://user:pass@host:port/db "
+                          "(chdb: stores are for the embedded `stagewatch replay`).")
     _check_kafka(kafka)
     cfg = WorkerConfig(kafka=kafka, store_url=store, app_id=app_id, topic_prefix=topic_prefix, workdir=str(workdir),
                        metrics_port=metrics_port, metrics_addr=metrics_addr, web_port=web_port, batch_max=batch_max,
                        batch_within_s=batch_within, stage_flush_s=stage_flush, replication_factor=replication_factor,
-                       fast_consumer=fast_consumer, log_level=log_level)
+                       session_timeout_s=session_timeout, fast_consumer=fast_consumer, log_level=log_level)
     try:
         run_worker(cfg)
     except WorkerError as exc:

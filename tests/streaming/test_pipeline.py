@@ -1,0 +1,253 @@
+"""The streaming pipeline on the real servers: Kafka 4.1 (KRaft) and ClickHouse 18.16, no mocks.
+
+Every test publishes simulated stages to Kafka, runs `stagewatch worker` subprocesses, and waits until
+the stage numbers read back from ClickHouse equal what the embedded Engine computes for the same
+events (at a fixed as_of) - through duplicates, reordering, kill -9, rebalancing, bad input and a
+ClickHouse outage.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import time
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from ingest.kafka_io import headers_dict, partition_for_key
+from schemas.events import encode_event
+from stagewatch import devservers
+from stagewatch.store import open_store
+from tests.streaming.conftest import AS_OF, CLI, Pipeline, expected_numbers, tail, wait_until
+
+pytestmark = pytest.mark.servers
+
+
+def committed_and_end(p: Pipeline) -> tuple[int, int]:
+    """(sum of the worker group's committed offsets, sum of end offsets) over the two event topics."""
+    admin = AdminClient({"bootstrap.servers": p.kafka})
+    fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(p.app_id)])[p.app_id]
+    committed = sum(max(tp.offset, 0) for tp in fut.result().topic_partitions
+                    if tp.topic in (p.topics.job_events, p.topics.file_events))
+    c = Consumer({"bootstrap.servers": p.kafka, "group.id": f"{p.app_id}-probe"})
+    try:
+        end = sum(c.get_watermark_offsets(TopicPartition(t, i), timeout=10)[1]
+                  for t in (p.topics.job_events, p.topics.file_events) for i in range(p.partitions))
+    finally:
+        c.close()
+    return committed, end
+
+
+def read_topic(kafka: str, topic: str, expected: int, timeout: float = 20) -> list[Any]:
+    """Every message of `topic` from the beginning (waits until `expected` have arrived)."""
+    c = Consumer({"bootstrap.servers": kafka, "group.id": f"reader-{topic}-{time.time()}",
+                  "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    c.subscribe([topic])
+    out: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and len(out) < expected:
+            m = c.poll(0.5)
+            if m is not None and m.error() is None:
+                out.append(m)
+        # a little longer, to see any message beyond the expected ones
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            m = c.poll(0.2)
+            if m is not None and m.error() is None:
+                out.append(m)
+    finally:
+        c.close()
+    return out
+
+
+def test_end_to_end_cli_publish_worker_status_verify(pipeline: Any, tmp_path: Any) -> None:
+    """(a) `stagewatch publish FILE` -> `stagewatch worker` -> `status --format json` == embedded replay; verify passes."""
+    p = pipeline()
+    events = p.events()
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(encode_event(e) + b"\n" for e in events))
+    pub = subprocess.run([*CLI, "publish", str(path), "--kafka", p.kafka, "--topic-prefix", p.prefix],
+                         capture_output=True, text=True, timeout=60)
+    assert pub.returncode == 0, pub.stderr
+    assert f"published {len(events):,} events" in pub.stderr
+    w = p.worker()
+    expected = expected_numbers(events)
+    assert [n["stage"] for n in expected] == ["mcgen", "reco"] and expected[0]["files_located"] > 0
+    p.wait_numbers(expected)
+
+    status = subprocess.run([*CLI, "status", "--store", p.store_url, "--campaign", p.campaign, "--as-of", str(AS_OF),
+                             "--format", "json"], capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["stages"] == expected
+    verify = subprocess.run([*CLI, "verify", "--store", p.store_url, "--campaign", p.campaign],
+                            capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+    # The worker commits its offsets (at-least-once, not "never commit"): the group reaches the end.
+    wait_until(lambda: (lambda c, e: c == e)(*committed_and_end(p)), 20, "committed offsets to reach the end")
+    m = w.metrics()
+    assert m[f'stagewatch_events_processed_total{{topic="{p.topics.job_events}"}}'] + \
+        m[f'stagewatch_events_processed_total{{topic="{p.topics.file_events}"}}'] == len(events)
+    dups = sum(v for k, v in m.items() if k.startswith("stagewatch_duplicate_events_total"))
+    assert dups == len(events) - len({e.event_id for e in events}) > 0  # the preset redelivers some events
+    assert w.stop() == 0
+
+
+def test_every_event_twice_and_shuffled_within_key_windows(pipeline: Any) -> None:
+    """(b) Each event published twice, deliveries shuffled within a 30-minute window per key: same numbers."""
+    p = pipeline()
+    events = p.events(seed=3)
+    rng = random.Random(5)
+    window = 1800.0
+    deliveries = [(e.ts + rng.random() * window, i, e) for i, e in enumerate(events)]
+    deliveries += [(e.ts + rng.random() * window, len(events) + i, e) for i, e in enumerate(events)]
+    deliveries.sort(key=lambda d: (d[0], d[1]))
+    order = [e for _, _, e in deliveries]
+    # the shuffle is real: some key sees its events out of time order
+    assert any(a.entity == b.entity and a.ts > b.ts for a, b in zip(order, order[1:]))
+    p.publish(order)
+    w = p.worker()
+    p.wait_numbers(expected_numbers(events))
+    assert w.stop() == 0
+
+
+def test_kill9_mid_stream_then_restart(pipeline: Any) -> None:
+    """(c) kill -9 of the worker while it processes a stream, then a restart: same numbers."""
+    p = pipeline()
+    events = p.events(scale=6, seed=11)
+    pub = p.publish_paced(events, seconds=8)
+    w1 = p.worker("w1")
+    wait_until(lambda: w1.processed() > len(events) * 0.2, 60, "the first worker to process 20% of the stream")
+    done_by_w1 = w1.processed()
+    w1.kill9()
+    w2 = p.worker("w2")
+    pub.join(60)
+    p.wait_numbers(expected_numbers(events), timeout=90)
+    assert w2.processed() > 0, "the restarted worker did not process anything"
+    assert "worker.stage_rebuilt" in w2.log()
+    assert done_by_w1 < len(events), "the stream was over before the kill"
+    assert w2.stop() == 0
+
+
+def test_second_worker_joins_then_first_stops(pipeline: Any) -> None:
+    """(d) A second worker started mid-stream shares the partitions; then the first stops: same numbers."""
+    p = pipeline()
+    events = p.events(scale=6, seed=12)
+    pub = p.publish_paced(events, seconds=12)
+    w1 = p.worker("w1")
+    wait_until(lambda: w1.processed() > len(events) * 0.15, 60, "the first worker to start processing")
+    w2 = p.worker("w2")
+    wait_until(lambda: w2.processed() > 0, 60, "the second worker to get partitions and process events")
+    done_by_w1 = w1.processed()
+    assert w1.stop() == 0  # graceful: finishes its batch, commits, leaves the group
+    assert done_by_w1 < len(events), "the stream was over before the first worker stopped"
+    pub.join(60)
+    p.wait_numbers(expected_numbers(events), timeout=90)
+    assert "worker.stage_rebuilt" in w2.log()
+    assert w2.stop() == 0
+
+
+def test_malformed_messages_go_to_dead_letter_and_the_rest_is_processed(pipeline: Any) -> None:
+    """(e) Not JSON, wrong schema, unknown type, missing field, wrong types, wrong topic, wrong key."""
+    p = pipeline()
+    events = p.events(seed=4)
+    good = json.loads(encode_event(next(e for e in events if e.__class__.__name__ == "JobEvent")))
+    good_file = json.loads(encode_event(next(e for e in events if e.__class__.__name__ == "FileEvent")))
+
+    def variant(**changes: Any) -> bytes:
+        d = {**good, "event_id": f"bad-{len(changes)}-{sorted(changes)}"}
+        for k, v in changes.items():
+            if v is None:
+                d.pop(k)
+            else:
+                d[k] = v
+        return json.dumps(d).encode()
+
+    jobs, files = p.topics.job_events, p.topics.file_events
+    key = good["job_id"].encode()
+    bad = [
+        (jobs, key, b"this is not json {", "not valid JSON"),
+        (jobs, key, variant(schema="job-event/9"), "schema"),
+        (jobs, key, variant(type="exploded"), "type"),
+        (jobs, key, variant(job_id=None), "job_id"),
+        (jobs, key, variant(exit_code="zero"), "exit_code"),
+        (jobs, key, variant(ts="yesterday"), "ts"),
+        (jobs, good_file["file"].encode(), json.dumps(good_file).encode(), "publish it to"),
+        (jobs, b"some-other-key", variant(), "key"),
+        (files, good_file["file"].encode(), json.dumps({**good_file, "parents": "in1"}).encode(), "parents"),
+    ]
+    for topic, k, raw, _ in bad:
+        p.producer.produce(topic, raw, k)
+    p.producer.flush()
+    p.publish(events)
+    w = p.worker()
+    p.wait_numbers(expected_numbers(events))
+
+    dl = read_topic(p.kafka, p.topics.dead_letter, len(bad))
+    assert len(dl) == len(bad)
+    got = {m.value(): headers_dict(m.headers()) for m in dl}
+    for topic, _, raw, word in bad:
+        h = got[raw]
+        assert word in h["reason"], (raw, h["reason"])
+        assert h["source"] == topic and "/" in h["position"]
+    rows = p.store.query(f"SELECT source, position, reason FROM dead_letter FINAL WHERE source IN "
+                         f"('{jobs}', '{files}')")
+    assert len(rows) == len(bad)
+    m = w.metrics()
+    assert m[f'stagewatch_dead_letters_total{{topic="{jobs}"}}'] == len(bad) - 1
+    assert m[f'stagewatch_dead_letters_total{{topic="{files}"}}'] == 1
+    assert w.alive()
+    assert w.stop() == 0
+
+
+def test_clickhouse_down_20s_mid_stream(pipeline: Any, clickhouse_server: Any) -> None:
+    """(f) ClickHouse stopped for 20 s while events stream in, then started: the sink waited, same numbers."""
+    p = pipeline()
+    events = p.events(scale=6, seed=13)
+    first, rest = events[: len(events) // 3], events[len(events) // 3:]
+    p.publish(first)
+    w = p.worker()
+    wait_until(lambda: w.processed() >= len(first), 60, "the worker to process the first third")
+    devservers.stop_clickhouse(clickhouse_server)
+    down_at = time.monotonic()
+    try:
+        pub = p.publish_paced(rest, seconds=10)
+        wait_until(lambda: "sink.retry" in w.log(), 30, "the sink to notice the outage and retry")
+        time.sleep(max(0.0, down_at + 20 - time.monotonic()))  # the outage itself lasts 20 s
+    finally:
+        devservers.start_clickhouse(clickhouse_server)
+    pub.join(60)
+    p.store.close()
+    p.store = open_store(p.store_url)  # a fresh connection after the restart
+    p.wait_numbers(expected_numbers(events), timeout=120)
+    assert w.alive(), tail(w.log(), 40)
+    assert w.stop() == 0
+
+
+def test_producer_partitioning_matches_the_java_hash(pipeline: Any) -> None:
+    """The link join needs every producer to put a key where kafka_io.partition_for_key says."""
+    p = pipeline(partitions=7)
+    keys = [f"file_{i:05d}.root".encode() for i in range(200)]
+    for k in keys:
+        p.producer.produce(p.topics.file_events, b"{}", k)
+    p.producer.flush()
+    msgs = read_topic(p.kafka, p.topics.file_events, len(keys))
+    assert len(msgs) == len(keys)
+    assert all(m.partition() == partition_for_key(m.key(), 7) for m in msgs)
+    assert len({m.partition() for m in msgs}) == 7
+
+
+def test_cli_errors_are_sentences(tmp_path: Any) -> None:
+    """A broker that does not answer gives an actionable sentence, not a traceback."""
+    r = subprocess.run([*CLI, "topics", "create", "--kafka", "127.0.0.1:9"], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 2
+    assert "did not answer" in r.stderr and "stagewatch dev up" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([*CLI, "worker", "--kafka", "127.0.0.1:9", "--store", "chdb:/tmp/x"], capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 2 and "writes to a ClickHouse server" in r.stderr and "Traceback" not in r.stderr
