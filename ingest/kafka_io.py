@@ -247,6 +247,7 @@ class SafeProducer:
         self.failed = 0
         self.delivered = 0
         self.reasons: list[str] = []
+        self._since_poll = 0
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is None:
@@ -271,7 +272,10 @@ class SafeProducer:
                 break
             except BufferError:  # local queue full: let the broker catch up
                 self._p.poll(0.05)
-        self._p.poll(0)
+        self._since_poll += 1
+        if self._since_poll >= 256:  # serve delivery reports now and then (flush serves the rest)
+            self._since_poll = 0
+            self._p.poll(0)
 
     def pending(self) -> int:
         """Messages queued or in flight (not yet acknowledged or failed)."""

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import logging
 import os
 import sys
@@ -258,6 +259,22 @@ def install_fast_consumer() -> bool:
     return True
 
 
+def raw_topic_class() -> type:
+    """A faust Topic whose messages reach the agent as bytes, without a codec lookup per message.
+
+    The worker decodes (and validates) message values itself with msgspec; Faust's serializer
+    machinery (``raw`` codec included) costs several microseconds per message for nothing.
+    """
+    import faust
+    from faust.events import Event
+
+    class RawTopic(faust.Topic):  # type: ignore[misc]
+        async def decode(self, message: Any, *, propagate: bool = False) -> Any:
+            return Event(self.app, message.key, message.value, message.headers, message)
+
+    return RawTopic
+
+
 class BatchReader:
     """Batches of events from an agent's channel, read from its queue in bulk.
 
@@ -307,7 +324,7 @@ class BatchReader:
         app = self.app
         gen = app.consumer_generation_id
         active = app.flow_control.is_active()
-        consumer = app.consumer
+        unacked_add = app.consumer._unacked_messages.add
         kept = []
         for ev in batch:
             msg = ev.message
@@ -316,7 +333,7 @@ class BatchReader:
                 continue
             if not msg.tracked:
                 msg.tracked = True
-                consumer.track_message(msg)
+                unacked_add(msg)  # Consumer.track_message without its per-message sensor calls
             kept.append(ev)
         if len(kept) != len(batch):
             log.info("worker.batch_skipped stale_events=%d generation=%s flow_active=%s",
@@ -417,7 +434,7 @@ class AgentIO:
 class StreamWorker:
     """Builds the Faust app (topics, tables, agents, timers) for one worker process."""
 
-    def __init__(self, cfg: WorkerConfig, *, store_factory: Callable[[], Any] | None = None) -> None:
+    def __init__(self, cfg: WorkerConfig, *, store_factory: Callable[..., Any] | None = None) -> None:
         import faust
 
         self.cfg = cfg
@@ -427,8 +444,8 @@ class StreamWorker:
         if store_factory is None:
             from stagewatch.store import open_store
 
-            def store_factory() -> Any:
-                return open_store(cfg.store_url)
+            def store_factory(create: bool = False) -> Any:
+                return open_store(cfg.store_url, create=create)
         self._store_factory = store_factory
         self._check_store()
         self.aggregator = StageAggregator()
@@ -461,11 +478,12 @@ class StreamWorker:
             worker_redirect_stdouts=False,
         )
         n = self.partitions
-        job_topic = app.topic(self.topics.job_events, key_type=bytes, value_type=bytes, partitions=n)
-        file_topics = app.topic(self.topics.file_events, cfg.links_topic, key_type=bytes, value_type=bytes,
-                                partitions=n)
-        contrib_topic = app.topic(cfg.contributions_topic, key_type=bytes, value_type=bytes, partitions=n,
-                                  internal=True)
+        Topic = raw_topic_class()
+        job_topic = Topic(app, topics=[self.topics.job_events], key_type=bytes, value_type=bytes, partitions=n)
+        file_topics = Topic(app, topics=[self.topics.file_events, cfg.links_topic], key_type=bytes, value_type=bytes,
+                            partitions=n)
+        contrib_topic = Topic(app, topics=[cfg.contributions_topic], key_type=bytes, value_type=bytes, partitions=n,
+                              internal=True)
         self.jobs = TableState(app.Table("jobs", key_type=bytes, value_type=bytes, partitions=n,
                                          help="job: its events (JSON lines)"), cfg.changelog("jobs"))
         self.files = TableState(app.Table("files", key_type=bytes, value_type=bytes, partitions=n,
@@ -520,18 +538,26 @@ class StreamWorker:
         """Fail at start, with the store's own message, if ClickHouse is unreachable or refuses the schema."""
         from stagewatch.store import StoreError
 
-        try:
-            self._store_factory().close()
-        except StoreError as exc:
-            raise WorkerError(f"{exc} Start it with `stagewatch dev up` or pass --store.") from exc
-        except Exception as exc:
-            raise WorkerError(f"Cannot reach the store {self.cfg.store_url.split('@')[-1]}: {exc}. Start it with "
-                              f"`stagewatch dev up` or pass --store.") from exc
+        for attempt in range(1, 6):
+            try:
+                self._store_factory(create=True).close()
+                return
+            except StoreError as exc:
+                # ensure_schema re-creates the verify views (DROP + CREATE): two workers starting at the
+                # same moment can collide on "already exists"; the next attempt finds them in place.
+                if "already exists" in str(exc) and attempt < 5:
+                    log.info("worker.schema_retry attempt=%d reason=concurrent_schema_creation", attempt)
+                    time.sleep(0.3 * attempt)
+                    continue
+                raise WorkerError(f"{exc} Start it with `stagewatch dev up` or pass --store.") from exc
+            except Exception as exc:
+                raise WorkerError(f"Cannot reach the store {self.cfg.store_url.split('@')[-1]}: {exc}. Start it "
+                                  f"with `stagewatch dev up` or pass --store.") from exc
 
     def _agent_io(self, name: str) -> AgentIO:
         io = self.io.get(name)
         if io is None:
-            store = self._store_factory()
+            store = self._store_factory(create=False)  # the schema was ensured once, in _check_store
             producer = SafeProducer(self.cfg.kafka, client_id=f"{self.cfg.app_id}-{name}", linger_ms=2)
             sink = StoreSink(store, retry_for_s=float("inf"), on_flush=self.metrics.on_sink_flush)
             io = self.io[name] = AgentIO(name, producer, sink, concurrent.futures.ThreadPoolExecutor(
@@ -777,6 +803,11 @@ class StreamWorker:
         if self.cfg.metrics_port:
             self.metrics.serve(self.cfg.metrics_port, self.cfg.metrics_addr)
             log.info("worker.metrics url=http://%s:%d/metrics", self.cfg.metrics_addr, self.cfg.metrics_port)
+        # Batches allocate hundreds of thousands of short-lived objects; with CPython's default
+        # thresholds the collector also re-scans the long-lived stage state over and over.
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(100_000, 50, 100)
         worker = faust.Worker(self.app, loglevel=self.cfg.log_level, quiet=True, workdir=self.cfg.workdir,
                               redirect_stdouts=False)
         worker.execute_from_commandline()

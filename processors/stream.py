@@ -174,11 +174,12 @@ _file_value_decoder = msgspec.msgpack.Decoder(_FileValue)
 class FileEntity(_Events):
     """A file's state: its distinct events, and the newest (version, located) of each output naming it."""
 
-    __slots__ = ("children",)
+    __slots__ = ("children", "_children_sum")
 
     def __init__(self) -> None:
         super().__init__()
         self.children: dict[str, tuple[int, bool]] = {}
+        self._children_sum = 0
 
     @classmethod
     def decode(cls, raw: bytes | None) -> "FileEntity":
@@ -189,6 +190,7 @@ class FileEntity(_Events):
                 ev = _file_decoder.decode(line)
                 ent._insert(filemod.sort_key(ev), ev, line)
             ent.children = {c: (v, loc) for c, v, loc in val.children}
+            ent._children_sum = sum(v for _, v, _ in val.children)
         return ent
 
     def add(self, ev: FileEvent) -> bool:
@@ -200,12 +202,13 @@ class FileEntity(_Events):
         if old is not None and version <= old[0]:
             return False
         self.children[child] = (version, located)
+        self._children_sum += version - (old[0] if old is not None else 0)
         return True
 
     @property
     def version(self) -> int:
         """Grows with every event that can change the file's row: its own and its outputs'."""
-        return len(self.events) + sum(v for v, _ in self.children.values())
+        return len(self.events) + self._children_sum
 
     def encode(self) -> bytes:
         return _msgpack.encode(_FileValue(self.lines, [(c, v, loc) for c, (v, loc) in sorted(self.children.items())]))
