@@ -779,6 +779,7 @@ class StreamWorker:
             assignment = consumer.assignment()
         except Exception:
             return
+        committed = getattr(consumer, "_committed_offset", {})
         last: dict[tuple[str, int], int] = {}
         for io in self.io.values():
             last.update(io.last_offsets)
@@ -793,7 +794,9 @@ class StreamWorker:
             if hw is None:
                 continue
             done = last.get((tp.topic, tp.partition))
-            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, hw - (done + 1 if done is not None else 0)))
+            # next offset to process: after the last one processed here, else the group's committed one
+            nxt = done + 1 if done is not None else (committed.get(tp) or 0)
+            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, hw - nxt))
 
     # -- running -----------------------------------------------------------------------------------
     def run(self) -> None:

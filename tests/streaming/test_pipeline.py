@@ -95,6 +95,15 @@ def test_end_to_end_cli_publish_worker_status_verify(pipeline: Any, tmp_path: An
         m[f'stagewatch_events_processed_total{{topic="{p.topics.file_events}"}}'] == len(events)
     dups = sum(v for k, v in m.items() if k.startswith("stagewatch_duplicate_events_total"))
     assert dups == len(events) - len({e.event_id for e in events}) > 0  # the preset redelivers some events
+    assert m['stagewatch_sink_batch_rows_sum{table="raw_events"}'] == len(events)
+    assert m['stagewatch_sink_flush_seconds_count{table="stage_numbers"}'] >= 1
+
+    def lag() -> dict[str, float]:
+        return {k: v for k, v in w.metrics().items() if k.startswith("stagewatch_consumer_lag") and
+                p.topics.job_events in k}
+
+    # every job-events partition has a lag gauge, and all are 0 once everything is processed
+    wait_until(lambda: len(lag()) == p.partitions and not any(lag().values()), 15, "consumer lag gauges at 0")
     assert w.stop() == 0
 
 
