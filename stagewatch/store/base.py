@@ -48,6 +48,16 @@ class Store(ABC):
     def ensure_schema(self) -> None:
         """Create the database and tables if missing (idempotent)."""
 
+    def _apply_ddl(self) -> None:
+        """Run the DDL; a view re-created by another process at the same moment is not an error."""
+        for stmt in ddl_statements():
+            try:
+                self.command(stmt)
+            except StoreError as exc:
+                if stmt.startswith("CREATE VIEW") and "already exists" in str(exc):
+                    continue
+                raise
+
     def insert(self, table: str, rows: Sequence[Any], columns: Sequence[str] | None = None) -> None:
         """Insert rows: dicts keyed by column name, or sequences in the order of `columns`."""
         if not rows:

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import msgspec
 
-from stagewatch.store.base import DATABASE, Store, StoreError, ddl_statements
+from stagewatch.store.base import DATABASE, Store, StoreError
 
 _encoder = msgspec.json.Encoder()
 _INSERT_SETTINGS = "optimize_on_insert=0, max_threads=1, max_insert_threads=1, input_format_parallel_parsing=0"
@@ -33,8 +33,7 @@ class ChdbStore(Store):
         atexit.register(self.close)  # chDB crashes at interpreter exit with a session still open
 
     def ensure_schema(self) -> None:
-        for stmt in ddl_statements():
-            self._session.query(stmt)
+        self._apply_ddl()
 
     def _insert_rows(self, table: str, columns: list[str], rows: Sequence[Sequence[Any]]) -> None:
         # JSONCompactEachRow (arrays, no keys) parses about twice as fast as JSONEachRow; the

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 from urllib.parse import unquote, urlparse
 
-from stagewatch.store.base import DATABASE, Store, StoreError, ddl_statements
+from stagewatch.store.base import DATABASE, Store, StoreError
 
 
 def _brief(exc: Exception) -> str:
@@ -44,8 +44,7 @@ class ClickHouseStore(Store):
             raise StoreError(f"Cannot create database {self.database} on {self.url}: {_brief(exc)}") from exc
         finally:
             boot.disconnect()
-        for stmt in ddl_statements():
-            self.command(stmt)
+        self._apply_ddl()
 
     def _insert_rows(self, table: str, columns: list[str], rows: Sequence[Sequence[Any]]) -> None:
         try:
