@@ -20,19 +20,10 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterable, Iterator
 
 from ingest.kafka_io import SafeProducer, Topics, publish_dead_letter
-from schemas.events import Event, InvalidEvent, decode_event, encode_event, event_key
+from processors.rows import dead_letter_row
+from schemas.events import DeadLetter, Event, InvalidEvent, decode_event, encode_event, event_key
 
 log = logging.getLogger("stagewatch.publish")
-
-
-@dataclass
-class Rejected:
-    source: str
-    position: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.source}:{self.position}: {self.reason}"
 
 
 @dataclass
@@ -41,7 +32,7 @@ class PublishReport:
     published: int = 0
     job_events: int = 0
     file_events: int = 0
-    invalid: list[Rejected] = field(default_factory=list)
+    invalid: list[DeadLetter] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -53,7 +44,7 @@ class Publisher:
     """Sends events and dead letters through one SafeProducer."""
 
     def __init__(self, producer: SafeProducer, topics: Topics = Topics(), *,
-                 on_invalid: Callable[[Rejected], None] | None = None, dead_letter_sink: Any = None) -> None:
+                 on_invalid: Callable[[DeadLetter], None] | None = None, dead_letter_sink: Any = None) -> None:
         self.producer = producer
         self.topics = topics
         self.on_invalid = on_invalid
@@ -80,12 +71,10 @@ class Publisher:
 
     def reject(self, raw: bytes, source: str, position: str, reason: str) -> None:
         publish_dead_letter(self.producer, self.topics, raw, reason, source, position)
-        r = Rejected(source, position, reason)
+        r = DeadLetter(source, position, reason, raw)
         self.report.invalid.append(r)
         if self.dead_letter_sink is not None:
-            self.dead_letter_sink.add("dead_letter", {"received_ts": time.time(), "source": source,
-                                                      "position": position, "reason": reason,
-                                                      "raw": raw.decode("utf-8", "replace")})
+            self.dead_letter_sink.add("dead_letter", dead_letter_row(r, time.time()))
         if self.on_invalid is not None:
             self.on_invalid(r)
 

@@ -99,3 +99,9 @@ def event_from_raw_row(row: dict[str, Any]) -> Any:
                         host=row["host"] or None, **common, **{k: row[k] for k in _JOB_FIELDS})
     return FileEvent(file=row["entity"], job_id=row["job_id"] or None, parents=list(row["parents"]) or None,
                      location=row["location"] or None, **common)
+
+
+def dead_letter_row(dl: Any, received_ts: float) -> dict[str, Any]:
+    """The dead_letter row of a rejected record (schemas.events.DeadLetter)."""
+    return {"received_ts": received_ts, "source": dl.source, "position": dl.position, "reason": dl.reason,
+            "raw": dl.raw.decode("utf-8", "replace")}

@@ -8,6 +8,7 @@ contract for people and other languages; ``tests/schemas`` checks that the two a
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal, Union
 
@@ -51,6 +52,19 @@ Timestamp = Union[datetime, float]
 
 class InvalidEvent(ValueError):
     """A record that does not satisfy the contract; the message names the field and the reason."""
+
+
+@dataclass
+class DeadLetter:
+    """A rejected record, kept with where it came from and why (file:line or topic/partition/offset)."""
+
+    source: str
+    position: str
+    reason: str
+    raw: bytes
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.position}: {self.reason}"
 
 
 def _to_unix(ts: datetime | float) -> float:

@@ -16,23 +16,12 @@ from dataclasses import dataclass, field
 from typing import IO, Callable, Iterable, Iterator
 
 from processors.engine import Engine
-from processors.rows import raw_event_row
-from schemas.events import Event, InvalidEvent, decode_event
+from processors.rows import dead_letter_row, raw_event_row
+from schemas.events import DeadLetter, Event, InvalidEvent, decode_event
 from stagewatch.sink import StoreSink
 from stagewatch.store.base import Store
 
 log = logging.getLogger("stagewatch.replay")
-
-
-@dataclass
-class DeadLetter:
-    source: str
-    position: str
-    reason: str
-    raw: bytes
-
-    def __str__(self) -> str:
-        return f"{self.source}:{self.position}: {self.reason}"
 
 
 @dataclass
@@ -105,8 +94,7 @@ class Replayer:
 
     def dead_letter(self, dl: DeadLetter) -> None:
         self.report.invalid.append(dl)
-        self.sink.add("dead_letter", {"received_ts": time.time(), "source": dl.source, "position": dl.position,
-                                      "reason": dl.reason, "raw": dl.raw.decode("utf-8", "replace")})
+        self.sink.add("dead_letter", dead_letter_row(dl, time.time()))
         if self.on_invalid:
             self.on_invalid(dl)
 
