@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Iterator
 
 from processors.jobs import JobSummary
-from processors.numbers import COUNTERS, RESTART_CAUSES, core_hours, ratio_pct
+from processors.numbers import RESTART_CAUSES, core_hours, ratio_pct
 
 if TYPE_CHECKING:
     from processors.stage import StageState

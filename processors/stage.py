@@ -160,13 +160,6 @@ class StageState:
         return [self.files[o].view for o in self.children.get(name, ())]
 
     # -- reading -----------------------------------------------------------------------------------
-    def bucket_of(self, name: str) -> str | None:
-        self.settle()
-        ent = self.files.get(name)
-        if ent is None or not ent.view.is_input:
-            return None
-        return ent.bucket
-
     def file_version(self, name: str) -> int:
         """Grows with every event that can change the file's row (its own and its outputs')."""
         return len(self.files[name].events) + sum(len(self.files[o].events) for o in self.children.get(name, ()))

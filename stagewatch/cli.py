@@ -18,7 +18,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 
 from processors.numbers import FILE_BUCKETS, GLOSSARY_URL, NUMBERS, NUMBERS_BY_NAME, STALL_THRESHOLD_S
-from stagewatch.store import DEFAULT_STORE, StoreError, default_store_url, open_store
+from stagewatch.store import DEFAULT_STORE, StoreError, open_store
 
 console = Console(width=None if sys.stdout.isatty() else 250)
 err = Console(stderr=True)
@@ -143,8 +143,6 @@ def replay(
                 task = prog.add_task("replay", total=total or None)
                 report = replay_paths(st, files, on_invalid=on_invalid,
                                       progress=lambda n: prog.advance(task, n))
-    if len(report.invalid) > invalid_shown:
-        pass
     if len(report.invalid) > 20:
         err.print(f"... and {len(report.invalid) - 20} more invalid lines (SELECT * FROM dead_letter)")
     err.print(f"replayed {report.lines} lines: {report.new_events} new events, {report.duplicates} duplicates, "
