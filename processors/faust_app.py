@@ -61,6 +61,7 @@ from ingest.kafka_io import (
     DeliveryError, KafkaError, SafeProducer, Topics, check_kafka, create_topics, dead_letter_headers,
     partition_for_key,
 )
+from processors.recovery_watchdog import RESTART_EXIT, RecoveryProbe, RecoveryWatchdog
 from processors.rows import raw_event_row
 from processors.stream import (
     Link, LinkBatch, StageAggregator, StepResult, apply_file_inputs, apply_job_events, decode_contribution_batch,
@@ -94,6 +95,7 @@ class WorkerConfig:
     session_timeout_s: float = 10.0
     fast_consumer: bool = True
     log_level: str = "info"
+    recovery_stall_timeout_s: float = 120.0
 
     @property
     def topics(self) -> Topics:
@@ -811,9 +813,70 @@ class StreamWorker:
         gc.collect()
         gc.freeze()
         gc.set_threshold(100_000, 50, 100)
+        watchdog = RecoveryWatchdog(self._recovery_probe, self._on_recovery_stalled,
+                                    timeout_s=self.cfg.recovery_stall_timeout_s)
+        watchdog.start()
         worker = faust.Worker(self.app, loglevel=self.cfg.log_level, quiet=True, workdir=self.cfg.workdir,
                               redirect_stdouts=False)
-        worker.execute_from_commandline()
+        try:
+            worker.execute_from_commandline()
+        finally:
+            watchdog.stop()
+
+    # -- recovery watchdog (processors/recovery_watchdog.py says why) ------------------------------
+    def _recovery_probe(self) -> RecoveryProbe:
+        rec = self.app.tables.recovery
+        if not rec.in_recovery:
+            return RecoveryProbe(False, None)
+        offsets = tuple(sorted((tp.topic, tp.partition, o) for tp, o in dict(rec.active_offsets).items()))
+        return RecoveryProbe(True, (rec._recovery_started_at, offsets))
+
+    def _on_recovery_stalled(self, stalled_for: float) -> None:
+        """Log what the recovery and the consumer look like, then exit for the supervisor to restart us."""
+        try:
+            rec = self.app.tables.recovery
+            consumer = self.app.consumer
+            read_offset = dict(getattr(consumer, "_read_offset", {}))
+            assignment = None
+            try:
+                aio = consumer._thread._ensure_consumer()
+                assignment = aio._subscription.subscription.assignment
+            except Exception:
+                pass
+            fetcher = self.app._fetcher
+            for tp, hw in sorted(dict(rec.active_highwaters).items()):
+                off = rec.active_offsets.get(tp)
+                if hw is None or (off is not None and off >= hw):
+                    continue
+                state = None
+                if assignment is not None:
+                    try:
+                        from aiokafka import TopicPartition
+
+                        state = assignment.state_value(TopicPartition(tp.topic, tp.partition))
+                    except Exception:
+                        state = None
+                log.error("worker.recovery_stalled_partition topic=%s partition=%d applied_offset=%s highwater=%s "
+                          "read_offset=%s fetch_position=%s fetch_status=%s fetch_highwater=%s last_fetch_ms=%s "
+                          "paused=%s", tp.topic, tp.partition, off, hw, read_offset.get(tp),
+                          getattr(state, "_position", None), getattr(state, "_status", None),
+                          getattr(state, "highwater", None), getattr(state, "timestamp", None),
+                          getattr(state, "paused", None))
+            log.error("worker.recovery_stalled seconds=%.0f fetcher_started=%s fetcher_stopped=%s flow_active=%s "
+                      "app_rebalancing=%s", stalled_for, fetcher._started.is_set(), fetcher._stopped.is_set(),
+                      self.app.flow_control.is_active(), self.app.rebalancing)
+        except Exception as exc:
+            log.error("worker.recovery_stalled seconds=%.0f diagnostics_failed=%r", stalled_for, exc)
+        log.critical("worker.restart reason=recovery_stalled seconds=%.0f action=exit code=%d (nothing is lost: "
+                     "unfinished batches are not committed; the supervisor starts the worker again)",
+                     stalled_for, RESTART_EXIT)
+        for h in logging.getLogger().handlers:
+            try:
+                h.flush()
+            except Exception:
+                pass
+        sys.stderr.flush()
+        os._exit(RESTART_EXIT)
 
 
 def run_worker(cfg: WorkerConfig) -> None:

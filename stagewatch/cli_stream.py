@@ -236,9 +236,14 @@ def worker(
     fast_consumer: bool = typer.Option(True, "--fast-consumer/--no-fast-consumer",
                                        help="Faust 0.15.3 consumer loop without two tasks per message."),
     log_level: str = typer.Option("info", "--worker-log-level", help="crit, error, warn, info or debug."),
+    recovery_stall_timeout: float = typer.Option(
+        120.0, "--recovery-stall-timeout",
+        help="Seconds a table recovery may go without progress before the worker exits with code 75 for its "
+             "supervisor to restart it (0: never)."),
 ) -> None:
     """Run a faust-streaming worker: events from Kafka -> per-job/per-file state -> stage numbers in ClickHouse.
-    Start several with the same --app-id to share the partitions; stop with Ctrl-C or SIGTERM."""
+    Start several with the same --app-id to share the partitions; stop with Ctrl-C or SIGTERM.
+    Exit code 75 asks to be started again (a stalled table recovery); 70 is an unexpected error."""
     from processors.faust_app import WorkerConfig, WorkerError, run_worker
 
     kafka = _need_kafka(kafka)
@@ -252,7 +257,8 @@ def worker(
     cfg = WorkerConfig(kafka=kafka, store_url=store, app_id=app_id, topic_prefix=topic_prefix, workdir=str(workdir),
                        metrics_port=metrics_port, metrics_addr=metrics_addr, web_port=web_port, batch_max=batch_max,
                        batch_within_s=batch_within, stage_flush_s=stage_flush, replication_factor=replication_factor,
-                       session_timeout_s=session_timeout, fast_consumer=fast_consumer, log_level=log_level)
+                       session_timeout_s=session_timeout, fast_consumer=fast_consumer, log_level=log_level,
+                       recovery_stall_timeout_s=recovery_stall_timeout)
     try:
         run_worker(cfg)
     except WorkerError as exc:

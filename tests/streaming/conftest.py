@@ -27,6 +27,7 @@ import pytest
 from ingest.kafka_io import SafeProducer, Topics, create_topics
 from ingest.simulator import StageSpec, simulate_many, tiny
 from processors.engine import Engine
+from processors.recovery_watchdog import RESTART_EXIT
 from schemas.events import Event, encode_event, event_key
 from stagewatch.reading import read_status
 from stagewatch.store import open_store
@@ -58,7 +59,11 @@ def expected_numbers(events: Iterable[Event]) -> list[dict[str, Any]]:
 
 
 class Worker:
-    """A `stagewatch worker` subprocess with its own workdir, log file and metrics port."""
+    """A `stagewatch worker` subprocess with its own workdir, log file and metrics port.
+
+    Like the deployments' restart policy (deploy/k8s, deploy/docker), a worker that exits with code 75
+    (RESTART_EXIT: its table recovery stalled) is started again; `restarts` counts that.
+    """
 
     def __init__(self, pipe: "Pipeline", name: str) -> None:
         self.pipe = pipe
@@ -67,14 +72,31 @@ class Worker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.workdir / "worker.log"
         (self.metrics_port,) = free_ports(1)
-        cmd = [*CLI, "worker", "--kafka", pipe.kafka, "--store", pipe.store_url, "--app-id", pipe.app_id,
-               "--topic-prefix", pipe.prefix, "--workdir", str(self.workdir), "--metrics-port", str(self.metrics_port),
-               "--batch-within", "0.2", "--stage-flush", "0.3", "--session-timeout", "6", "--batch-max", "2000",
-               *os.environ.get("STAGEWATCH_TEST_WORKER_ARGS", "").split()]
+        self.cmd = [*CLI, "worker", "--kafka", pipe.kafka, "--store", pipe.store_url, "--app-id", pipe.app_id,
+                    "--topic-prefix", pipe.prefix, "--workdir", str(self.workdir),
+                    "--metrics-port", str(self.metrics_port), "--batch-within", "0.2", "--stage-flush", "0.3",
+                    "--session-timeout", "6", "--batch-max", "2000", "--recovery-stall-timeout", "30",
+                    *os.environ.get("STAGEWATCH_TEST_WORKER_ARGS", "").split()]
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+        self.restarts = 0
+        self._lock = threading.Lock()
+        self._stopping = False
+        self.proc = self._spawn()
+        threading.Thread(target=self._supervise, name=f"supervise-{name}", daemon=True).start()
         pipe.workers.append(self)
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+
+    def _supervise(self) -> None:
+        while True:
+            rc = self.proc.wait()
+            with self._lock:
+                if rc != RESTART_EXIT or self._stopping:
+                    return
+                self.restarts += 1
+                self.proc = self._spawn()
 
     def metrics(self) -> dict[str, float]:
         """The worker's /metrics as {name{labels}: value}; {} while it is not up."""
@@ -99,24 +121,32 @@ class Worker:
         return self.log_path.read_text(errors="replace")
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        """Running, or about to be started again after asking for a restart."""
+        rc = self.proc.poll()
+        return rc is None or (rc == RESTART_EXIT and not self._stopping)
 
     def kill9(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)
+        with self._lock:
+            self._stopping = True
+            os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
 
     def stop(self, timeout: float = 60) -> int:
         """SIGTERM (graceful: in-flight batches finish, offsets commit) and wait."""
-        if self.alive():
-            os.kill(self.proc.pid, signal.SIGTERM)
+        with self._lock:
+            self._stopping = True
+            if self.alive():
+                os.kill(self.proc.pid, signal.SIGTERM)
         rc = self.proc.wait(timeout)
         self._log.close()
         return rc
 
     def cleanup(self) -> None:
-        if self.alive():
-            os.kill(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        with self._lock:
+            self._stopping = True
+            if self.alive():
+                os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
         if not self._log.closed:
             self._log.close()
 
@@ -191,7 +221,8 @@ class Pipeline:
         for e in expected:
             g = by_stage.get((e["campaign"], e["stage"]), {})
             diffs.append({k: (e[k], g.get(k)) for k in e if e[k] != g.get(k)})
-        logs = "\n".join(f"--- {w.name} (rc={w.proc.poll()}) ---\n{tail(w.log(), 40)}" for w in self.workers)
+        logs = "\n".join(f"--- {w.name} (rc={w.proc.poll()}, restarts={w.restarts}) ---\n{log_excerpt(w.log(), 40)}"
+                         for w in self.workers)
         pytest.fail(f"numbers did not converge within {timeout:.0f} s; differences (expected, got): {diffs}\n{logs}")
 
     def close(self) -> None:
@@ -204,6 +235,24 @@ class Pipeline:
 
 def tail(text: str, n: int) -> str:
     return "\n".join(text.splitlines()[-n:])
+
+
+def log_excerpt(text: str, n: int) -> str:
+    """The last `n` lines of a worker log, with Faust's repeated recovery warnings collapsed to one each.
+
+    A stuck recovery repeats the same few warnings every 5 s and would push every other line out.
+    """
+    seen: set[str] = set()
+    kept: list[str] = []
+    for line in text.splitlines():
+        body = line.split("] ", 4)[-1]
+        if "since recovery start" in body or "No event received" in body:
+            key = re.sub(r"\(started .*\)|\(last event .*\)", "", body)
+            if key in seen:
+                continue
+            seen.add(key)
+        kept.append(line)
+    return "\n".join(kept[-n:])
 
 
 def wait_until(cond: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
