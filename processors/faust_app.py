@@ -122,13 +122,18 @@ def fatal(message: str, *args: Any) -> None:
     """End the process now, without acking anything: the unfinished batch is re-processed on restart."""
     log.critical("worker.fatal " + message + " action=exit code=%d (offsets of the batch are not committed)",
                  *args, FATAL_EXIT)
+    exit_now(FATAL_EXIT)
+
+
+def exit_now(code: int) -> None:
+    """Flush the log and end the process at once: no shutdown path that could ack or commit anything."""
     for h in logging.getLogger().handlers:
         try:
             h.flush()
         except Exception:
             pass
     sys.stderr.flush()
-    os._exit(FATAL_EXIT)
+    os._exit(code)
 
 
 # ------------------------------------------------------------------------------------------------ Faust glue
@@ -902,13 +907,7 @@ class StreamWorker:
         log.critical("worker.restart reason=recovery_stalled seconds=%.0f action=exit code=%d (nothing is lost: "
                      "unfinished batches are not committed; the supervisor starts the worker again)",
                      stalled_for, RESTART_EXIT)
-        for h in logging.getLogger().handlers:
-            try:
-                h.flush()
-            except Exception:
-                pass
-        sys.stderr.flush()
-        os._exit(RESTART_EXIT)
+        exit_now(RESTART_EXIT)
 
 
 def run_worker(cfg: WorkerConfig) -> None:
