@@ -225,12 +225,12 @@ def install_fast_consumer() -> bool:
                 epoch = self._stagewatch_seek_epoch  # records fetched from here on predate any later seek
                 ait = getmany(timeout=1.0)
                 await self.sleep(0)
-                stale = 0
+                stale_tps: set[Any] = set()
                 if not self.should_stop:
                     async for tp, message in ait:
-                        if self._stagewatch_seek_epoch != epoch:
-                            stale = 1  # a seek ran while these records were fetched or delivered: see below
-                            break
+                        if stale_tps or self._stagewatch_seek_epoch != epoch:
+                            stale_tps.add(tp)  # a seek ran while these were fetched or delivered: drop them
+                            continue
                         num_since_yield += 1
                         if num_since_yield > yield_every:
                             await sleep(0)
@@ -257,13 +257,8 @@ def install_fast_consumer() -> bool:
                                     # on it is interruptible by a rebalance, as in the stock loop.
                                     await self.wait_first(_Resume(coro, first), self.suspend_flow.wait())
                             set_read_offset(tp, offset)
-                    if stale:
-                        await ait.aclose()
-                        log.info("worker.fetch_discarded reason=seek_during_fetch action=seek_to_committed")
-                        try:
-                            await self.perform_seek()
-                        except Exception as exc:  # a rebalance under way: it seeks to committed offsets itself
-                            log.warning("worker.reseek_failed error=%r", exc)
+                    if stale_tps:
+                        await _reseek(self, stale_tps)
                     unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -280,6 +275,27 @@ def install_fast_consumer() -> bool:
             raise
         finally:
             unset_flag(CONSUMER_FETCHING)
+
+    async def _reseek(self: Any, tps: set[Any]) -> None:  # pragma: no cover - runs inside Faust
+        """Put partitions whose fetched records were dropped back where their unprocessed messages start.
+
+        That is the committed offset; a partition with none (nothing committed yet, or 0, which
+        aiokafka's seek_to_committed leaves alone) goes back to its beginning, as the worker's
+        ``auto_offset_reset="earliest"`` would place it. Re-reading is harmless: every step is idempotent.
+        """
+        from aiokafka import TopicPartition
+
+        log.info("worker.fetch_discarded reason=seek_during_fetch partitions=%s action=seek_to_committed",
+                 ",".join(sorted(f"{tp.topic}/{tp.partition}" for tp in tps)))
+        try:
+            await self.perform_seek()
+            rewind = [tp for tp in tps if not self._committed_offset.get(tp)]
+            if rewind:
+                await self._thread.seek_to_beginning(*(TopicPartition(tp.topic, tp.partition) for tp in rewind))
+                for tp in rewind:
+                    self._read_offset[tp] = None
+        except Exception as exc:  # a rebalance under way: it seeks to committed offsets itself
+            log.warning("worker.reseek_failed error=%r", exc)
 
     perform_seek = Consumer.perform_seek
 

@@ -13,10 +13,11 @@ import types
 from typing import Any
 
 import pytest
+from faust.types import TP as FaustTP
 
 from processors.faust_app import install_fast_consumer
 
-TP = ("events", 0)
+TP = FaustTP("events", 0)
 
 
 class Msg:
@@ -28,9 +29,12 @@ class Msg:
 class ScriptedConsumer:
     """Just what the fetch loop touches; `batches` are what successive fetches return."""
 
-    def __init__(self, batches: list[list[int]], committed: int, seek_during: int | None) -> None:
+    def __init__(self, batches: list[list[int]], committed: int | None, seek_during: int | None) -> None:
         self.batches = list(batches)
-        self.committed = committed
+        self.committed = committed  # None: nothing committed yet (the seek leaves the position alone)
+        self._committed_offset: dict[Any, int | None] = {}
+        self.rewound: list[Any] = []
+        self._thread = types.SimpleNamespace(seek_to_beginning=self._seek_to_beginning)
         self.seek_during = seek_during  # deliver this offset -> Faust's recovery seeks meanwhile
         self.delivered: list[int] = []
         self.gaps: list[tuple[int, int]] = []
@@ -53,8 +57,19 @@ class ScriptedConsumer:
         self._stagewatch_seek_epoch += 2
         self.seeks += 1
         self._read_offset[TP] = self.committed
-        if not self.batches or self.batches[0][0] != self.committed:
-            self.batches.insert(0, list(range(self.committed, self.committed + 3)))
+        self._committed_offset[TP] = self.committed
+        if self.committed is not None:
+            self._position(self.committed)
+
+    def _position(self, offset: int) -> None:
+        """The next fetch starts at `offset`."""
+        if not self.batches or self.batches[0][0] != offset:
+            self.batches.insert(0, list(range(offset, offset + 3)))
+
+    async def _seek_to_beginning(self, *tps: Any) -> None:
+        assert [(t.topic, t.partition) for t in tps] == [TP]
+        self.rewound.append(TP)
+        self._position(0)
 
     async def perform_seek(self) -> None:
         self.seek_to_committed()
@@ -112,3 +127,11 @@ def test_without_a_seek_every_record_is_delivered_in_order() -> None:
     run_loop(c)
     assert c.delivered == [5, 6, 7, 8, 9]
     assert c.gaps == [] and c.seeks == 0
+
+
+def test_a_partition_without_committed_offset_is_rewound_to_its_beginning() -> None:
+    # a new group: nothing committed, so the seek leaves the position where the stale fetch left it
+    c = ScriptedConsumer([[40, 41, 42]], committed=None, seek_during=40)
+    run_loop(c)
+    assert c.delivered == [40, 0, 1, 2]      # read afresh from the start, as auto_offset_reset=earliest
+    assert c.rewound == [TP] and c.gaps == []
