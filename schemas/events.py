@@ -69,6 +69,8 @@ class DeadLetter:
 
 def _to_unix(ts: datetime | float) -> float:
     """Normalise an RFC 3339 time (with zone) or Unix seconds to Unix seconds."""
+    if type(ts) is float and ts - ts == 0.0:  # the common case, finite (inf - inf and nan - nan are nan)
+        return ts
     if isinstance(ts, datetime):
         if ts.tzinfo is None:
             raise ValueError("`ts` needs a time zone (RFC 3339, e.g. 2017-06-20T11:25:00Z)")

@@ -58,6 +58,7 @@ class Replayer:
     def _load_stage(self, key: tuple[str, str]) -> None:
         """Bring a stage's stored events into the engine before its first new event."""
         self._loaded.add(key)
+        self.report.stages.add(key)
         n = 0
         for ev in self.store.load_events([key]):
             self.engine.apply(ev)
@@ -71,7 +72,6 @@ class Replayer:
         if key not in self._loaded:
             self._load_stage(key)
         self.report.lines += 1
-        self.report.stages.add(key)
         if not self.engine.apply(ev):
             self.report.duplicates += 1
             return False
