@@ -283,16 +283,17 @@ def install_fast_consumer() -> bool:
         aiokafka's seek_to_committed leaves alone) goes back to its beginning, as the worker's
         ``auto_offset_reset="earliest"`` would place it. Re-reading is harmless: every step is idempotent.
         """
-        from aiokafka import TopicPartition
-
         log.info("worker.fetch_discarded reason=seek_during_fetch partitions=%s action=seek_to_committed",
                  ",".join(sorted(f"{tp.topic}/{tp.partition}" for tp in tps)))
         try:
             await self.perform_seek()
             rewind = [tp for tp in tps if not self._committed_offset.get(tp)]
             if rewind:
-                await self._thread.seek_to_beginning(*(TopicPartition(tp.topic, tp.partition) for tp in rewind))
+                # an explicit seek, not seek_to_beginning: that leaves the position unset until a broker
+                # answers, and Faust's livelock detector asserts on an unset position meanwhile
+                earliest = await self.earliest_offsets(*rewind)
                 for tp in rewind:
+                    await self.seek(tp, earliest.get(tp) or 0)
                     self._read_offset[tp] = None
         except Exception as exc:  # a rebalance under way: it seeks to committed offsets itself
             log.warning("worker.reseek_failed error=%r", exc)

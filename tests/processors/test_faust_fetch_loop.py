@@ -34,7 +34,6 @@ class ScriptedConsumer:
         self.committed = committed  # None: nothing committed yet (the seek leaves the position alone)
         self._committed_offset: dict[Any, int | None] = {}
         self.rewound: list[Any] = []
-        self._thread = types.SimpleNamespace(seek_to_beginning=self._seek_to_beginning)
         self.seek_during = seek_during  # deliver this offset -> Faust's recovery seeks meanwhile
         self.delivered: list[int] = []
         self.gaps: list[tuple[int, int]] = []
@@ -66,10 +65,13 @@ class ScriptedConsumer:
         if not self.batches or self.batches[0][0] != offset:
             self.batches.insert(0, list(range(offset, offset + 3)))
 
-    async def _seek_to_beginning(self, *tps: Any) -> None:
-        assert [(t.topic, t.partition) for t in tps] == [TP]
-        self.rewound.append(TP)
-        self._position(0)
+    async def earliest_offsets(self, *tps: Any) -> dict[Any, int]:
+        return {tp: 0 for tp in tps}
+
+    async def seek(self, tp: Any, offset: int) -> None:
+        self.rewound.append((tp, offset))
+        self._read_offset[tp] = offset or None
+        self._position(offset)
 
     async def perform_seek(self) -> None:
         self.seek_to_committed()
@@ -134,4 +136,4 @@ def test_a_partition_without_committed_offset_is_rewound_to_its_beginning() -> N
     c = ScriptedConsumer([[40, 41, 42]], committed=None, seek_during=40)
     run_loop(c)
     assert c.delivered == [40, 0, 1, 2]      # read afresh from the start, as auto_offset_reset=earliest
-    assert c.rewound == [TP] and c.gaps == []
+    assert c.rewound == [(TP, 0)] and c.gaps == []
