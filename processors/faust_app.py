@@ -191,7 +191,7 @@ def install_fast_consumer() -> bool:
     one, so the re-fetched messages in between were dropped as already read (and registered as an
     offset gap that a commit skips). Seen as a few lost file events when a second worker joined. Here
     every ``perform_seek`` bumps an epoch; records of a fetch that a seek overlapped are discarded and
-    the partitions sought to their committed offsets again, so they are read afresh.
+    their partitions sought again (``_reseek``), so they are read afresh.
     """
     import faust
     from faust.transport.consumer import Consumer
