@@ -119,18 +119,19 @@ _file_decoder = msgspec.json.Decoder(FileEvent)
 class _Events:
     """The distinct events of one entity, sorted by the domain's sort key, with their canonical JSON."""
 
-    __slots__ = ("keys", "events", "lines")
+    __slots__ = ("keys", "events", "lines", "eids")
 
     def __init__(self) -> None:
         self.keys: list[tuple[float, int, str]] = []
         self.events: list[Any] = []
         self.lines: list[bytes] = []
+        self.eids: list[str] = []  # as processors.stage._Entity: `in` on a list runs in C (the hot path)
 
     def _insert(self, key: tuple[float, int, str], ev: Any, line: bytes) -> bool:
         eid = key[2]
-        for k in self.keys:
-            if k[2] == eid:
-                return False
+        if eid in self.eids:
+            return False
+        self.eids.append(eid)
         i = len(self.keys) if not self.keys or key >= self.keys[-1] else bisect.bisect(self.keys, key)
         self.keys.insert(i, key)
         self.events.insert(i, ev)
