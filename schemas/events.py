@@ -15,6 +15,10 @@ from typing import Annotated, Literal, Union
 import msgspec
 
 JOB_SCHEMA = "job-event/1"
+
+# The longest input line (one JSON message) the contract accepts, in bytes: a bigger line is a dead
+# letter, so no Kafka message, SQL statement or memory buffer grows with one input value.
+MAX_LINE_BYTES = 1 << 20
 FILE_SCHEMA = "file-event/1"
 
 JobEventType = Literal[
