@@ -3,9 +3,12 @@
 The main CLI mounts this with ``app.add_typer(dev_app, name="dev")``; it also runs
 on its own as ``python -m stagewatch.cli_dev up``.
 
-``up`` prints only ``NAME=value`` lines on stdout (progress goes to stderr), so::
+``up`` prints only ``export NAME=value`` lines on stdout (values shell-quoted; progress goes to
+stderr), so that the servers' addresses reach every later command and its children::
 
     eval "$(stagewatch dev up)"
+
+``--format json`` prints the same variables as one JSON object, for scripts that are not a shell.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from stagewatch import devservers
@@ -36,6 +40,15 @@ class Server(str, Enum):
     clickhouse = "clickhouse"
 
 
+class EnvFormat(str, Enum):
+    env = "env"
+    json = "json"
+
+
+_FORMAT_HELP = ("env: `export NAME=value` lines (shell-quoted) for `eval \"$(...)\"`; "
+                "json: one object {NAME: value} for scripts.")
+
+
 _DIR_HELP = "Dev dir holding state.json, data and logs (default ./.stagewatch-dev)."
 
 
@@ -47,7 +60,7 @@ def _setup_logging(quiet: bool) -> None:
 
 
 def _fail(exc: Exception) -> None:
-    _err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+    _err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False)
     raise typer.Exit(code=1)
 
 
@@ -65,8 +78,12 @@ def up(
     ch_http_port: Optional[int] = typer.Option(
         None, "--ch-http-port", help=f"ClickHouse HTTP port (default {devservers.DEFAULT_CH_HTTP_PORT})."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress lines on stderr."),
+    format: EnvFormat = typer.Option(EnvFormat.env, "--format", help=_FORMAT_HELP),
 ) -> None:
-    """Start the servers (those not already running), wait until they answer, print env lines."""
+    """Start the servers (those not already running), wait until they answer, print their env.
+
+    Use it as `eval "$(stagewatch dev up)"`: it prints `export STAGEWATCH_KAFKA=...` and
+    `export STAGEWATCH_STORE=...`, so every later command (and its children) finds the servers."""
     _setup_logging(quiet)
     only_name = only.value if only else None
     try:
@@ -74,8 +91,14 @@ def up(
                               ch_http_port=ch_http_port, kafka_controller_port=kafka_controller_port)
     except devservers.DevServerError as exc:
         _fail(exc)
-    for line in state.env_lines(only_name):
-        typer.echo(line)
+    _echo_env(state.env(only_name), format)
+
+
+def _echo_env(env: dict[str, str], format: EnvFormat) -> None:
+    """Print the env in the asked format (nothing at all for an empty env in `env` format)."""
+    text = devservers.format_env(env, format.value)
+    if text:
+        typer.echo(text)
 
 
 @dev_app.command()
@@ -113,7 +136,7 @@ def status(
         typer.echo(json.dumps(report, indent=2))
         return
     colour = {"running": "green", "stopped": "yellow", "absent": "dim", "stale": "red", "foreign": "red"}
-    table = Table(title=f"stagewatch dev servers ({report['dir']})")
+    table = Table(title=f"stagewatch dev servers ({escape(report['dir'])})")
     for col in ("server", "state", "pid", "address", "also", "since"):
         table.add_column(col, overflow="fold")
     logs = []
@@ -132,30 +155,28 @@ def status(
         else:
             also = f"controller :{r['controller'].rsplit(':', 1)[1]}" if r.get("controller") else ""
         since = (r.get("started_at") or "").replace("+00:00", "Z") if st == "running" else ""
-        table.add_row(name, f"[{colour.get(st, 'white')}]{shown}[/]", str(r["pid"] or ""), r["address"] or "",
-                      also or "", since)
+        table.add_row(name, f"[{colour.get(st, 'white')}]{shown}[/]", str(r["pid"] or ""),
+                      escape(r["address"] or ""), also or "", since)
         if r.get("log"):
             logs.append(f"{name} log: {r['log']}")
     console = Console()
     console.print(table)
     for line in logs:
-        console.print(line, style="dim", highlight=False, soft_wrap=True)
+        console.print(line, style="dim", highlight=False, soft_wrap=True, markup=False)
 
 
 @dev_app.command()
 def env(
     dir: Optional[Path] = typer.Option(None, "--dir", envvar=devservers.DIR_ENV, help=_DIR_HELP),
     readonly: bool = typer.Option(False, "--readonly", help="Also print STAGEWATCH_STORE_RO (read-only user)."),
+    format: EnvFormat = typer.Option(EnvFormat.env, "--format", help=_FORMAT_HELP),
 ) -> None:
-    """Print the env lines of the recorded servers again (for a new shell)."""
+    """Print the env of the recorded servers again, for a new shell: eval "$(stagewatch dev env)"."""
     try:
-        state = devservers.DevState.load(dir)
-        for line in state.env_lines():
-            typer.echo(line)
-        if readonly and state.clickhouse:
-            typer.echo(f"STAGEWATCH_STORE_RO={state.readonly_store_url}")
+        env_vars = devservers.DevState.load(dir).env(readonly=readonly)
     except devservers.DevServerError as exc:
         _fail(exc)
+    _echo_env(env_vars, format)
 
 
 @dev_app.command()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -102,7 +103,7 @@ def test_up_records_state_and_writes_private_config(dev):
     pw = devservers.ch_passwords(dev.dir)
     users = users_xml.read_text()
     assert pw["writer"] not in users and pw["readonly"] not in users
-    assert devservers._sha256(pw["writer"]) in users
+    assert devservers.sha256(pw["writer"]) in users
     config = (dev.dir / "clickhouse" / "config.xml").read_text()
     assert config.lstrip().startswith("<?xml") and "<yandex>" in config
     assert "<listen_host>127.0.0.1</listen_host>" in config
@@ -114,18 +115,33 @@ def test_up_records_state_and_writes_private_config(dev):
 
 def test_env_lines_are_evaluable(dev):
     lines = dev.env_lines()
-    assert lines[0] == f"STAGEWATCH_KAFKA=127.0.0.1:{dev.kafka['port']}"
-    name, _, url = lines[1].partition("=")
+    assert lines[0] == f"export STAGEWATCH_KAFKA=127.0.0.1:{dev.kafka['port']}"
+    name, _, url = lines[1].removeprefix("export ").partition("=")
     assert name == "STAGEWATCH_STORE" and len(lines) == 2
+    assert url == dev.store_url  # URL-escaped passwords need no shell quoting
     u = urlparse(url)
     assert (u.scheme, u.username, u.hostname, u.port, u.path) == (
         "clickhouse", "stagewatch", "127.0.0.1", dev.clickhouse["tcp_port"], "/stagewatch")
     assert unquote(u.password) == devservers.ch_passwords(dev.dir)["writer"]
-    # A shell can eval them.
-    out = subprocess.run(["bash", "-c", 'eval "$LINES"; echo "$STAGEWATCH_KAFKA|$STAGEWATCH_STORE"'],
-                         env={"LINES": "\n".join(lines), "PATH": os.environ["PATH"]},
-                         capture_output=True, text=True, check=True).stdout.strip()
-    assert out == f"{lines[0].split('=', 1)[1]}|{url}"
+
+
+def test_eval_of_cli_up_exports_to_child_processes(dev):
+    """What the README does: `eval "$(stagewatch dev up)"`, then a program started afterwards (a child
+    of the shell, like `stagewatch topics create`) must see both variables. Plain NAME=value lines
+    (no export) set shell variables that children never see."""
+    stagewatch = shutil.which("stagewatch")
+    assert stagewatch, "the `stagewatch` command is not installed; run `pip install -e .`"
+    script = ('eval "$(stagewatch dev up --dir "$DEVDIR" -q)"; '
+              'sh -c \'printf "%s|%s" "$STAGEWATCH_KAFKA" "$STAGEWATCH_STORE"\'')
+    env = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp"), "DEVDIR": str(dev.dir)}
+    res = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout == f"{dev.kafka_bootstrap}|{dev.store_url}"
+    # --format json: the same variables as one object, for scripts.
+    res = subprocess.run([stagewatch, "dev", "up", "--dir", str(dev.dir), "-q", "--format", "json"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == {"STAGEWATCH_KAFKA": dev.kafka_bootstrap, "STAGEWATCH_STORE": dev.store_url}
 
 
 def test_kafka_produce_and_consume(dev):
@@ -210,7 +226,7 @@ def test_status_and_cli_report_running(dev):
     res = runner.invoke(dev_app, ["status", "--dir", str(dev.dir)])
     assert res.exit_code == 0 and "running" in res.stdout
     res = runner.invoke(dev_app, ["env", "--dir", str(dev.dir), "--readonly"])
-    assert res.stdout.splitlines() == dev.env_lines() + [f"STAGEWATCH_STORE_RO={dev.readonly_store_url}"]
+    assert res.stdout.splitlines() == dev.env_lines() + [f"export STAGEWATCH_STORE_RO={dev.readonly_store_url}"]
 
 
 def test_up_again_keeps_the_running_servers(dev):
@@ -284,11 +300,11 @@ def test_cli_up_and_down_clickhouse_only(tmp_path):
                                   "--ch-port", str(ch), "--ch-http-port", str(chh), "-q"])
     assert res.exit_code == 0, res.output
     lines = res.stdout.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("STAGEWATCH_STORE=clickhouse://stagewatch:")
+    assert len(lines) == 1 and lines[0].startswith("export STAGEWATCH_STORE=clickhouse://stagewatch:")
     state = devservers.DevState.load(tmp_path)
     assert state.kafka is None
     pid = state.clickhouse["pid"]
-    assert _client(lines[0].split("=", 1)[1]).execute("SELECT 1") == [(1,)]
+    assert _client(lines[0].split("=", 1)[1]).execute("SELECT 1") == [(1,)]  # URL-escaped: needs no unquoting
     res = runner.invoke(dev_app, ["down", "--dir", str(tmp_path), "-q"])
     assert res.exit_code == 0 and "clickhouse: stopped" in res.stdout
     assert not devservers.pid_alive(pid)
