@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Iterable, Mapping
 
 log = logging.getLogger("stagewatch.kafka")
@@ -37,6 +38,14 @@ class KafkaError(RuntimeError):
 
 class KafkaUnavailable(KafkaError):
     """The broker did not answer."""
+
+
+class MessageTooLarge(KafkaError):
+    """Kafka refused one message as too large (librdkafka's MSG_SIZE_TOO_LARGE, before sending it)."""
+
+    def __init__(self, message: str, size: int) -> None:
+        super().__init__(message)
+        self.size = size
 
 
 class DeliveryError(KafkaError):
@@ -244,6 +253,10 @@ class SafeProducer:
         self.bootstrap = bootstrap
         self._p = Producer(conf)
         self.on_failure = on_failure
+        # Called as on_too_large(msg, context, err) when the broker refuses a message produced with a
+        # ``context`` as too large; such a message is the caller's (a dead letter), not a delivery failure.
+        self.on_too_large: Callable[[Any, Any, Any], None] | None = None
+        self.max_message_bytes = int(conf.get("message.max.bytes", 1_000_000))
         self.failed = 0
         self.delivered = 0
         self.reasons: list[str] = []
@@ -259,9 +272,20 @@ class SafeProducer:
         if self.on_failure is not None:
             self.on_failure(msg.topic(), err)
 
+    def _on_delivery_with(self, context: Any, err: Any, msg: Any) -> None:
+        if err is not None and self.on_too_large is not None and _is_too_large(err):
+            self.on_too_large(msg, context, err)
+            return
+        self._on_delivery(err, msg)
+
     def produce(self, topic: str, value: bytes, key: bytes | None = None, *, partition: int | None = None,
-                headers: list[tuple[str, bytes]] | None = None) -> None:
-        kwargs: dict[str, Any] = {"key": key, "on_delivery": self._on_delivery}
+                headers: list[tuple[str, bytes]] | None = None, context: Any = None) -> None:
+        """Queue one message. Raises MessageTooLarge (nothing queued) if it exceeds message.max.bytes.
+
+        With a ``context``, a later refusal by the broker as too large goes to ``on_too_large`` with it.
+        """
+        kwargs: dict[str, Any] = {"key": key, "on_delivery": self._on_delivery if context is None
+                                  else partial(self._on_delivery_with, context)}
         if partition is not None:
             kwargs["partition"] = partition
         if headers:
@@ -272,6 +296,13 @@ class SafeProducer:
                 break
             except BufferError:  # local queue full: let the broker catch up
                 self._p.poll(0.05)
+            except Exception as exc:  # confluent_kafka.KafkaException
+                if exc.args and _is_too_large(exc.args[0]):
+                    size = len(value) + len(key or b"") + sum(len(k) + len(v or b"") for k, v in headers or ())
+                    raise MessageTooLarge(
+                        f"Kafka refused the message as too large: {size:,} bytes with its key and headers, more "
+                        f"than the producer's message.max.bytes ({self.max_message_bytes:,})", size) from None
+                raise
         self._since_poll += 1
         if self._since_poll >= 256:  # serve delivery reports now and then (flush serves the rest)
             self._since_poll = 0
@@ -310,15 +341,52 @@ class SafeProducer:
 
 # ------------------------------------------------------------------------------------------------ dead letters
 
-def dead_letter_headers(reason: str, source: str, position: str) -> list[tuple[str, bytes]]:
-    """Headers of a dead-letter message: why, where it came from, where in the source."""
-    return [("reason", reason.encode()), ("source", source.encode()), ("position", position.encode())]
+def _is_too_large(err: Any) -> bool:
+    """Whether a confluent_kafka KafkaError says the message (or its batch) is too large."""
+    name = getattr(err, "name", None)
+    return callable(name) and name() in ("MSG_SIZE_TOO_LARGE", "_MSG_SIZE_TOO_LARGE")
+
+
+# A dead letter's value, headers and key must fit in one Kafka message whatever was rejected (a line may
+# be up to the contract's MAX_LINE_BYTES, over Kafka's default 1,000,000): the value keeps at most this
+# many bytes of the raw record (header raw_bytes gives the full length, raw_truncated says it was cut;
+# the store's dead_letter table keeps every byte), each header value at most DEAD_LETTER_HEADER_BYTES.
+DEAD_LETTER_MAX_VALUE_BYTES = 256 * 1024
+DEAD_LETTER_HEADER_BYTES = 4096
+
+
+def _header(text: str) -> bytes:
+    data = text.encode("utf-8", "replace")
+    if len(data) <= DEAD_LETTER_HEADER_BYTES:
+        return data
+    return data[:DEAD_LETTER_HEADER_BYTES - 3].decode("utf-8", "ignore").encode() + b"..."
+
+
+def dead_letter_headers(reason: str, source: str, position: str, raw_bytes: int | None = None,
+                        truncated: bool = False) -> list[tuple[str, bytes]]:
+    """Headers of a dead-letter message: why, where it came from, where in the source (each bounded)."""
+    headers = [("reason", _header(reason)), ("source", _header(source)), ("position", _header(position))]
+    if raw_bytes is not None:
+        headers.append(("raw_bytes", str(raw_bytes).encode()))
+    if truncated:
+        headers.append(("raw_truncated", b"true"))
+    return headers
+
+
+def dead_letter_message(raw: bytes, reason: str, source: str, position: str,
+                        key: bytes | None = None) -> tuple[bytes, bytes | None, list[tuple[str, bytes]]]:
+    """(value, key, headers) of the dead letter of ``raw``: bounded, so Kafka never refuses it as too large."""
+    value = raw[:DEAD_LETTER_MAX_VALUE_BYTES]
+    if key is not None and len(key) > DEAD_LETTER_HEADER_BYTES:
+        key = key[:DEAD_LETTER_HEADER_BYTES]
+    return value, key, dead_letter_headers(reason, source, position, len(raw), len(value) < len(raw))
 
 
 def publish_dead_letter(producer: SafeProducer, topics: Topics, raw: bytes, reason: str, source: str,
                         position: str, key: bytes | None = None) -> None:
-    """Send the raw bytes of a rejected record to the dead-letter topic with reason/source/position."""
-    producer.produce(topics.dead_letter, raw, key, headers=dead_letter_headers(reason, source, position))
+    """Send the raw bytes of a rejected record (cut to a size Kafka accepts) to the dead-letter topic."""
+    value, key, headers = dead_letter_message(raw, reason, source, position, key)
+    producer.produce(topics.dead_letter, value, key, headers=headers)
 
 
 def headers_dict(headers: Iterable[tuple[str, bytes]] | None) -> dict[str, str]:

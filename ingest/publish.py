@@ -8,18 +8,23 @@ store is given, to its dead_letter table) and are reported to the caller.
 
 Events are published in their canonical encoding (``encode_event``: ts as Unix seconds), the same
 bytes the raw events table stores.
+
+Every input line ends as exactly one of: a published event, or a dead letter with its reason. A line
+the contract rejects, and an event Kafka refuses as too large (at produce, or later by the broker), are
+dead letters; neither stops the run. Files are read by ``ingest.lines.iter_input_lines`` (gzip, BOM,
+binary refused up front with InputError).
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import IO, Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
-from ingest.kafka_io import SafeProducer, Topics, publish_dead_letter
+from ingest.kafka_io import MessageTooLarge, SafeProducer, Topics, publish_dead_letter
+from ingest.lines import InputError, iter_input_lines
 from processors.rows import dead_letter_row
 from schemas.events import DeadLetter, Event, InvalidEvent, decode_event, encode_event, event_key
 
@@ -41,7 +46,11 @@ class PublishReport:
 
 
 class Publisher:
-    """Sends events and dead letters through one SafeProducer."""
+    """Sends events and dead letters through one SafeProducer.
+
+    It registers itself as the producer's ``on_too_large`` handler, so an event the broker refuses as
+    too large after it was queued becomes a dead letter too (during ``flush``), not a delivery error.
+    """
 
     def __init__(self, producer: SafeProducer, topics: Topics = Topics(), *,
                  on_invalid: Callable[[DeadLetter], None] | None = None, dead_letter_sink: Any = None) -> None:
@@ -50,15 +59,40 @@ class Publisher:
         self.on_invalid = on_invalid
         self.dead_letter_sink = dead_letter_sink  # a StoreSink, or None
         self.report = PublishReport()
+        producer.on_too_large = self._refused_by_broker
 
-    def event(self, ev: Event) -> None:
+    def event(self, ev: Event, raw: bytes | None = None, source: str = "", position: str = "") -> bool:
+        """Publish one event; False if Kafka refused it as too large (then it is a dead letter).
+
+        ``raw``/``source``/``position`` say where it came from (an input line); without them the dead
+        letter of a refused event holds its canonical encoding and the topic.
+        """
         topic = self.topics.for_event(ev)
-        self.producer.produce(topic, encode_event(ev), event_key(ev))
-        self.report.published += 1
+        value = encode_event(ev)
+        context = (raw if raw is not None else value, source or topic, position, topic)
+        try:
+            self.producer.produce(topic, value, event_key(ev), context=context)
+        except MessageTooLarge as exc:
+            self.reject(context[0], context[1], position, f"{exc}; shorten the event's values")
+            return False
+        self._count(topic, 1)
+        return True
+
+    def _count(self, topic: str, n: int) -> None:
+        self.report.published += n
         if topic == self.topics.job_events:
-            self.report.job_events += 1
+            self.report.job_events += n
         else:
-            self.report.file_events += 1
+            self.report.file_events += n
+
+    def _refused_by_broker(self, msg: Any, context: Any, err: Any) -> None:
+        """Delivery report of an event the broker refused as too large: it becomes a dead letter."""
+        raw, source, position, topic = context
+        self._count(topic, -1)
+        detail = err.str() if hasattr(err, "str") else str(err)
+        self.reject(raw, source, position, f"Kafka refused the event's message as too large ({detail}): "
+                                           f"{len(msg.value() or b''):,} bytes; shorten its values or raise "
+                                           f"the topic's max.message.bytes")
 
     def line(self, raw: bytes, source: str, position: str) -> None:
         self.report.lines += 1
@@ -67,7 +101,7 @@ class Publisher:
         except InvalidEvent as exc:
             self.reject(raw, source, position, str(exc))
             return
-        self.event(ev)
+        self.event(ev, raw, source, position)
 
     def reject(self, raw: bytes, source: str, position: str, reason: str) -> None:
         publish_dead_letter(self.producer, self.topics, raw, reason, source, position)
@@ -85,25 +119,21 @@ class Publisher:
             self.dead_letter_sink.flush()
 
 
-def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
-    for n, line in enumerate(stream, 1):
-        line = line.strip()
-        if line:
-            yield n, line
-
-
 def publish_files(pub: Publisher, paths: Iterable[str]) -> PublishReport:
-    """Publish JSON-lines files ('-' is stdin) and flush; invalid lines become dead letters."""
+    """Publish JSON-lines files ('-' is stdin) and flush; invalid lines become dead letters.
+
+    Raises InputError for a file that is not JSON lines (binary, damaged gzip); what was read before
+    it is published (flushed) first.
+    """
     t0 = time.perf_counter()
-    for path in paths:
-        stream = sys.stdin.buffer if path == "-" else open(path, "rb")
-        source = "<stdin>" if path == "-" else path
-        try:
-            for n, raw in _lines(stream):
+    try:
+        for path in paths:
+            source = "<stdin>" if path == "-" else path
+            for n, raw in iter_input_lines(path):
                 pub.line(raw, source, str(n))
-        finally:
-            if stream is not sys.stdin.buffer:
-                stream.close()
+    except InputError:
+        pub.flush()
+        raise
     pub.flush()
     pub.report.seconds = time.perf_counter() - t0
     log.info("publish.files lines=%d published=%d invalid=%d seconds=%.2f", pub.report.lines,

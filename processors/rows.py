@@ -102,6 +102,12 @@ def event_from_raw_row(row: dict[str, Any]) -> Any:
 
 
 def dead_letter_row(dl: Any, received_ts: float) -> dict[str, Any]:
-    """The dead_letter row of a rejected record (schemas.events.DeadLetter)."""
+    """The dead_letter row of a rejected record (schemas.events.DeadLetter).
+
+    ``raw`` keeps the exact bytes: their text when they are UTF-8, else ``hex:`` and their hex
+    (schemas.events.raw_to_text; raw_from_text and the SQL in schemas/sql/tables.sql read them back).
+    """
+    from schemas.events import raw_to_text
+
     return {"received_ts": received_ts, "source": dl.source, "position": dl.position, "reason": dl.reason,
-            "raw": dl.raw.decode("utf-8", "replace")}
+            "raw": raw_to_text(bytes(dl.raw))}

@@ -150,5 +150,6 @@ CREATE TABLE IF NOT EXISTS dead_letter (
     source String,          -- file path or topic
     position String,        -- line number or partition/offset
     reason String,
-    raw String
+    raw String              -- the exact bytes: their text if UTF-8, else 'hex:' + hex; the bytes in SQL:
+                            -- if(startsWith(raw, 'hex:'), unhex(substring(raw, 5)), raw)
 ) ENGINE = ReplacingMergeTree ORDER BY (source, position);  -- the same bad line seen twice is one record
