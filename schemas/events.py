@@ -261,7 +261,8 @@ def decode_event(raw: bytes | str, clock: Callable[[], float] = time.time) -> Ev
 def _cut(reason: str) -> str:
     if len(reason) <= MAX_DEAD_LETTER_REASON_CHARS:
         return reason
-    return reason[:MAX_DEAD_LETTER_REASON_CHARS - 20] + f"... ({len(reason):,} characters)"
+    tail = f"... ({len(reason):,} characters)"
+    return reason[:MAX_DEAD_LETTER_REASON_CHARS - len(tail)] + tail
 
 
 def _explain(message: str, raw: bytes | str, clock: Callable[[], float]) -> str:
