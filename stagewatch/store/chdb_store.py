@@ -1,36 +1,134 @@
-"""Embedded store: chDB, a modern ClickHouse engine inside this process (no server to run)."""
+"""Embedded store: chDB, a modern ClickHouse engine inside this process (no server to run).
+
+A chDB store is a directory. When stagewatch creates one it writes a marker file (MARKER) saying so
+and for what (`store`, or `demo` for `stagewatch demo`'s own store): only a directory with a marker
+is ever deleted (`demo --fresh`), and read commands open only a directory that is a stagewatch store
+(the marker, or the `stagewatch` database of a store made before markers existed), because
+`chdb.session.Session(path)` would otherwise create a store wherever a typo points.
+"""
 
 from __future__ import annotations
 
 import atexit
+import json
+import logging
 import os
+import time
 from typing import Any, Sequence
 
 import msgspec
 
 from stagewatch.store.base import DATABASE, Store, StoreError
 
+log = logging.getLogger("stagewatch.store")
+
 _encoder = msgspec.json.Encoder()
 _INSERT_SETTINGS = "optimize_on_insert=0, max_threads=1, max_insert_threads=1, input_format_parallel_parsing=0"
 
+MARKER = ".stagewatch-store"
+MARKER_FORMAT = 1
+KINDS = ("store", "demo")
+
+
+def read_marker(path: str) -> dict[str, Any] | None:
+    """The marker of the store at `path`, or None if there is none (or it is not ours)."""
+    try:
+        with open(os.path.join(path, MARKER), encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and data.get("format") == MARKER_FORMAT else None
+
+
+def is_store_dir(path: str) -> bool:
+    """A stagewatch chDB store: our marker, or (made before markers) the stagewatch database inside."""
+    return (read_marker(path) is not None
+            or os.path.isdir(os.path.join(path, "metadata", DATABASE))
+            or os.path.isfile(os.path.join(path, "metadata", f"{DATABASE}.sql")))
+
+
+def _write_marker(path: str, kind: str) -> None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("stagewatch")
+    except PackageNotFoundError:  # pragma: no cover - running from a checkout without install
+        ver = "unknown"
+    body = {"format": MARKER_FORMAT, "kind": kind, "created_by": f"stagewatch {ver}", "created_ts": time.time()}
+    tmp = os.path.join(path, MARKER + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(body, f)
+        f.write("\n")
+    os.replace(tmp, os.path.join(path, MARKER))
+
+
+def _prepare_dir(path: str, shown: str, *, create: bool, kind: str) -> None:
+    """Check (read) or create (write) the store directory before chDB touches it; errors are sentences."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise StoreError(f"The store path {shown} is a file, not a directory: pass --store chdb:DIR with a "
+                         "directory (a new one is created by `stagewatch replay`).")
+    if not create:
+        if not os.path.isdir(path):
+            raise StoreError(f"No store at {shown}: check the path, or make one with `stagewatch replay FILE "
+                             f"--store chdb:{shown}` (or `stagewatch demo`).")
+        if not is_store_dir(path):
+            raise StoreError(f"{shown} is not a stagewatch store (no {MARKER} marker and no stagewatch "
+                             "database in it): check the path, or make a store with `stagewatch replay FILE`.")
+        return
+    if os.path.isdir(path):
+        if is_store_dir(path):
+            if read_marker(path) is None:  # a store made before markers: adopt it
+                _safe_write_marker(path, shown, "store")
+            return
+        if os.listdir(path):
+            raise StoreError(f"{shown} is a directory that is not a stagewatch store and not empty; refusing to "
+                             "write a store into it: pass --store chdb:NEW_DIR.")
+    else:
+        try:
+            os.makedirs(path)
+        except OSError as exc:
+            raise StoreError(f"Cannot create the store directory {shown}: {exc.strerror or exc}. Pass --store "
+                             "chdb:DIR with a directory you can write.") from exc
+    _safe_write_marker(path, shown, kind)
+
+
+def _safe_write_marker(path: str, shown: str, kind: str) -> None:
+    try:
+        _write_marker(path, kind)
+    except OSError as exc:
+        raise StoreError(f"Cannot write to the store directory {shown}: {exc.strerror or exc}. Pass --store "
+                         "chdb:DIR with a directory you can write.") from exc
+    log.info("store.created path=%s kind=%s", path, kind)
+
 
 class ChdbStore(Store):
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, create: bool = True, kind: str = "store") -> None:
+        """Open the store at `path`; `create` makes it (and its database) if missing, else it must exist."""
         try:
             from chdb import session
         except ImportError as exc:  # pragma: no cover - chdb is a core dependency
             raise StoreError("chDB is not installed; run `pip install -e .` first.") from exc
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
         self.path = os.path.abspath(path)
         self.url = f"chdb:{path}"
-        os.makedirs(self.path, exist_ok=True)
+        _prepare_dir(self.path, path, create=create, kind=kind)
         try:
             self._session = session.Session(self.path)
         except Exception as exc:
             raise StoreError(f"Cannot open the chDB store at {self.path}: {exc}. Only one process may use a "
                              "chDB data path at a time; stop the other one or pass another --store.") from exc
-        self._session.query(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
-        self._session.query(f"USE {DATABASE}")
         atexit.register(self.close)  # chDB crashes at interpreter exit with a session still open
+        try:
+            if create:
+                self._run(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
+            self._run(f"USE {DATABASE}")
+        except StoreError as exc:
+            self.close()
+            if create:
+                raise
+            raise StoreError(f"The store at {path} has no {DATABASE} database (its creation was interrupted?): "
+                             f"replay into it again with `stagewatch replay FILE --store chdb:{path}`.") from exc
 
     def ensure_schema(self) -> None:
         self._apply_ddl()
