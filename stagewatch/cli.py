@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any, Optional
@@ -16,9 +17,11 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
+from rich.text import Text
 
 from processors.numbers import FILE_BUCKETS, GLOSSARY_URL, NUMBERS, NUMBERS_BY_NAME, STALL_THRESHOLD_S
-from stagewatch.store import DEFAULT_STORE, StoreError, open_store
+from stagewatch.console import cell, esc, fmt_number, fmt_ts
+from stagewatch.store import DEFAULT_STORE, DEMO_STORE, Store, StoreError, open_store
 
 console = Console(width=None if sys.stdout.isatty() else 250)
 err = Console(stderr=True)
@@ -59,9 +62,14 @@ def parse_time(value: str | None) -> float | None:
     if value is None:
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(seconds):
+            raise UserError(f"--as-of {value!r} is not a time: give Unix seconds or an RFC 3339 time like "
+                            "2017-06-20T11:25:00Z.")
+        return seconds
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
@@ -71,25 +79,48 @@ def parse_time(value: str | None) -> float | None:
     return dt.timestamp()
 
 
-def fmt_ts(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M")
+def open_read(url: str | None) -> Store:
+    """The store of a read command: it must exist; nothing is created (a read-only user can run it)."""
+    return open_store(url, create=False)
+
+
+def require_known(st: Store, campaign: str | None, stage: str | None) -> None:
+    """An unknown campaign or stage is a usage error listing the known ones (never a silent empty answer)."""
+    from stagewatch.reading import UnknownStage, require_known as check
+
+    try:
+        check(st, campaign, stage)
+    except UnknownStage as exc:
+        raise UserError(str(exc)) from None
 
 
 def write_jsonl(events: Any, out: Path | None) -> int:
-    """Write events as JSON lines to a file or stdout; returns how many."""
+    """Write events as JSON lines to a file or stdout; returns how many.
+
+    A file is written under a temporary name and renamed at the end: an interrupted or failed
+    conversion never leaves a complete-looking but partial --out file.
+    """
     from schemas.events import encode_event
 
-    sink = open(out, "wb") if out else sys.stdout.buffer
-    n = 0
-    try:
+    if out is None:
+        n = 0
         for ev in events:
-            sink.write(encode_event(ev) + b"\n")
+            sys.stdout.buffer.write(encode_event(ev) + b"\n")
             n += 1
+        return n
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as sink:
+            n = 0
+            for ev in events:
+                sink.write(encode_event(ev) + b"\n")
+                n += 1
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise UserError(f"Cannot write {out}: {exc.strerror or exc}; pass --out with a path you can write.") from None
     finally:
-        if out:
-            sink.close()
+        if tmp.exists():
+            tmp.unlink()
     return n
 
 
@@ -104,13 +135,22 @@ def convert_condor_log(
     out: Optional[Path] = typer.Option(None, "--out", help="Write here instead of stdout."),
 ) -> None:
     """Write job-event/1 JSON lines from an HTCondor job event log."""
-    from ingest.condor_log import convert_log
+    from ingest import condor_log
 
-    if not path.exists():
+    not_a_log = getattr(condor_log, "NotAJobEventLog", ValueError)
+    if not path.is_file():
         raise UserError(f"No HTCondor log at {path}; check the path.")
-    n = write_jsonl(convert_log(str(path), campaign=campaign, stage=stage, submission=submission, schedd=schedd),
-                    out)
-    err.print(f"converted {n} job events from {path}")
+    try:
+        n = write_jsonl(condor_log.convert_log(str(path), campaign=campaign, stage=stage, submission=submission,
+                                               schedd=schedd), out)
+    except not_a_log as exc:
+        err.print(f"[red]error:[/] {esc(exc)}", highlight=False)
+        raise typer.Exit(1)
+    if n == 0:  # an older reader that does not raise for an empty conversion
+        err.print(f"[red]error:[/] no HTCondor job events in {esc(path)}: is it a job event log (the submit "
+                  "file's `log = ...`)?", highlight=False)
+        raise typer.Exit(1)
+    err.print(f"converted {n} job events from {esc(path)}", highlight=False)
 
 
 @app.command()
@@ -132,7 +172,7 @@ def replay(
         nonlocal invalid_shown
         invalid_shown += 1
         if invalid_shown <= 20:
-            err.print(f"[yellow]invalid[/] {dl} (kept in the dead_letter table)", markup=True, highlight=False)
+            err.print(f"[yellow]invalid[/] {esc(dl)} (kept in the dead_letter table)", markup=True, highlight=False)
 
     with open_store(store) as st:
         if quiet or not err.is_terminal:
@@ -147,7 +187,7 @@ def replay(
         err.print(f"... and {len(report.invalid) - 20} more invalid lines (SELECT * FROM dead_letter)")
     err.print(f"replayed {report.lines} lines: {report.new_events} new events, {report.duplicates} duplicates, "
               f"{len(report.invalid)} invalid, {len(report.stages)} stage(s) in {report.seconds:.1f} s "
-              f"({report.events_per_s:,.0f} lines/s) into {st.url}")
+              f"({report.events_per_s:,.0f} lines/s) into {esc(st.url)}", highlight=False)
 
 
 STATUS_HELP = "Per stage: the file numbers first, then the jobs.\n\n" + "\n\n".join(
@@ -165,8 +205,11 @@ def status(
 ) -> None:
     from stagewatch.reading import read_status
 
-    with open_store(store) as st:
-        result = read_status(st, campaign, stage, as_of=parse_time(as_of), threshold_s=stall_threshold * 3600)
+    when = parse_time(as_of)
+    with open_read(store) as st:
+        result = read_status(st, campaign, stage, as_of=when, threshold_s=stall_threshold * 3600)
+        if not result["stages"]:
+            require_known(st, campaign, stage)  # one cheap query, only when a filter matched nothing
     if format == Fmt.json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
         return
@@ -190,20 +233,22 @@ def overview_table(result: dict[str, Any]) -> Table:
     for st in result["stages"]:
         cells = []
         for name, _ in cols:
-            v = st[name]
-            cells.append("-" if v is None else (f"{v:.1f}" if isinstance(v, float) else f"{v:,}"))
-        label = f"[bold]{st['stage']}[/]" + (" [red bold]STALLED[/]" if st["stalled"] else "")
-        rows.append((st["campaign"], label, *cells, fmt_ts(st["last_progress_ts"])))
-    t = Table(title=f"stagewatch — as of {fmt_ts(result['as_of'])} UTC",
-              caption=f"Definitions: {GLOSSARY_URL} or `stagewatch status --help`. "
-                      f"Stalled: work left and no progress for > {result['stall_threshold_s'] / 3600:g} h.")
+            cells.append(Text(fmt_number(st[name])))
+        label = Text(str(st["stage"]), style="bold")
+        if st["stalled"]:
+            label.append(" STALLED", style="red bold")
+        rows.append((cell(st["campaign"]), label, *cells, Text(fmt_ts(st["last_progress_ts"]))))
+    t = Table(title=Text(f"stagewatch — as of {fmt_ts(result['as_of'])} UTC"),
+              caption=Text(f"Definitions: {GLOSSARY_URL} or `stagewatch status --help`. "
+                           f"Stalled: work left and no progress for > {result['stall_threshold_s'] / 3600:g} h."))
     t.add_column("Campaign", no_wrap=True, min_width=max([8] + [len(r[0]) for r in rows]))
-    t.add_column("Stage", no_wrap=True, min_width=max([5] + [len(r[1]) - 9 for r in rows]))
+    t.add_column("Stage", no_wrap=True, min_width=max([5] + [len(r[1]) for r in rows]))
     for i, (name, group) in enumerate(cols):
         header = NUMBERS_BY_NAME[name].short
         widest = max([len(w) for w in header.split()] + [len(r[2 + i]) for r in rows])
         t.add_column(header, justify="right", style="cyan" if group == "files" else None, min_width=widest)
-    t.add_column("Last progress (UTC)", justify="right", no_wrap=True, min_width=16)
+    t.add_column("Last progress (UTC)", justify="right", no_wrap=True,
+                 min_width=max([16] + [len(r[-1]) for r in rows]))
     for r in rows:
         t.add_row(*r)
     return t
@@ -218,9 +263,12 @@ def missing_files(
     """Input files without a located output, one per line (what a recovery submission needs)."""
     from stagewatch.reading import read_missing_files
 
-    with open_store(store) as st:
-        for name in read_missing_files(st, campaign, stage):
-            sys.stdout.write(name + "\n")
+    with open_read(store) as st:
+        names = read_missing_files(st, campaign, stage)
+        if not names:
+            require_known(st, campaign, stage)
+    for name in names:
+        sys.stdout.write(name + "\n")
 
 
 @app.command()
@@ -235,20 +283,25 @@ def files(
     """Drill down from a file number to its files (bucket, deliveries, outputs)."""
     from stagewatch.reading import read_files
 
+    from schemas.queries import bucket_filter
+
     try:
-        with open_store(store) as st:
-            rows = read_files(st, campaign, stage, bucket)
+        bucket_filter(bucket)
     except ValueError as exc:
-        raise UserError(str(exc))
+        raise UserError(f"--bucket: {exc}.") from None
+    with open_read(store) as st:
+        rows = read_files(st, campaign, stage, bucket)
+        if not rows:
+            require_known(st, campaign, stage)
     if format == Fmt.json:
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
         return
-    t = Table(title=f"{campaign} / {stage}: {len(rows)} input files")
+    t = Table(title=Text(f"{campaign} / {stage}: {len(rows):,} input files"))
     for c in ("file", "bucket", "deliveries", "disposition", "disposition_job", "outputs"):
         t.add_column(c)
     for r in rows:
-        t.add_row(r["file"], r["bucket"], str(r["deliveries"]), r["disposition"], r["disposition_job"],
-                  ", ".join(r["outputs"]))
+        t.add_row(cell(r["file"]), cell(r["bucket"]), cell(r["deliveries"]), cell(r["disposition"]),
+                  cell(r["disposition_job"]), cell(", ".join(map(str, r["outputs"]))))
     console.print(t)
 
 
@@ -265,29 +318,35 @@ def jobs(
     state: Optional[str] = typer.Option(None, "--state", help="idle, running, held, suspended, completed, "
                                                               "removed, completed_ok, completed_failed, restarted"),
     sort: JobSort = typer.Option(JobSort.restarts, "--sort"),
-    limit: int = typer.Option(50, "--limit"),
+    limit: int = typer.Option(50, "--limit", min=1, help="Most jobs listed (a capped list says so on stderr)."),
     store: Optional[str] = StoreOpt,
     format: Fmt = typer.Option(Fmt.table, "--format"),
 ) -> None:
     """Drill down from a stage to its jobs (most restarts or badput first)."""
     from schemas.queries import JOB_STATE_FILTERS
-    from stagewatch.reading import read_jobs
+    from stagewatch.reading import count_jobs, read_jobs
 
     if state and state not in JOB_STATE_FILTERS:
         raise UserError(f"--state {state!r} is not one of {', '.join(JOB_STATE_FILTERS)}.")
     order = {"restarts": "restarts DESC, badput_core_hours DESC, job_id",
              "badput": "badput_core_hours DESC, restarts DESC, job_id", "last": "last_ts DESC, job_id"}[sort.value]
-    with open_store(store) as st:
+    with open_read(store) as st:
         rows = read_jobs(st, campaign, stage, state=state, order=order, limit=limit)
+        if not rows:
+            require_known(st, campaign, stage)
+        total = count_jobs(st, campaign, stage, state=state) if len(rows) >= limit else len(rows)
+    if total > len(rows):  # stderr: stdout (a table or the JSON list) keeps its shape
+        err.print(f"showing {len(rows):,} of {total:,} jobs; --limit N for more", highlight=False)
     if format == Fmt.json:
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
         return
-    t = Table(title=f"{campaign} / {stage}: jobs" + (f" ({state})" if state else ""))
+    t = Table(title=Text(f"{campaign} / {stage}: jobs" + (f" ({state})" if state else "")
+                         + (f", {len(rows):,} of {total:,}" if total > len(rows) else "")))
     for c in ("job_id", "state", "attempts", "restarts", "exit_code", "signal", "cpu_efficiency_pct",
               "badput_core_hours", "site"):
         t.add_column(c)
     for r in rows:
-        t.add_row(*("-" if r[c] is None else str(r[c]) for c in
+        t.add_row(*(cell(r[c]) for c in
                     ("job_id", "state", "attempts", "restarts", "exit_code", "signal", "cpu_efficiency_pct",
                      "badput_core_hours", "site")))
     console.print(t)
@@ -304,26 +363,29 @@ def job(
     """Drill down to one job: its attempts (what ended each) and its events."""
     from stagewatch.reading import read_job
 
-    with open_store(store) as st:
+    with open_read(store) as st:
         data = read_job(st, campaign, stage, job_id)
+        if not data["events"]:
+            require_known(st, campaign, stage)
     if not data["events"]:
-        raise UserError(f"No job {job_id!r} in {campaign} / {stage}.")
+        raise UserError(f"No job {job_id!r} in {campaign} / {stage}; `stagewatch jobs --campaign C --stage S` "
+                        "lists its jobs.")
     if format == Fmt.json:
         sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
         return
-    t = Table(title=f"{job_id}: attempts")
+    t = Table(title=Text(f"{job_id}: attempts"))
     for c in ("attempt", "started", "ended", "ended_by", "wall_s", "cores", "exit_code", "signal", "site", "host"):
         t.add_column(c)
     for a in data["attempts"]:
-        t.add_row(str(a["attempt"]), fmt_ts(a["started_ts"]), fmt_ts(a["ended_ts"]), a["ended_by"] or "(open)",
-                  "-" if a["wall_s"] is None else f"{a['wall_s']:.0f}", str(a["cores"]),
-                  str(a["exit_code"]), str(a["signal"]), a["site"], a["host"])
+        t.add_row(cell(a["attempt"]), cell(fmt_ts(a["started_ts"])), cell(fmt_ts(a["ended_ts"])),
+                  cell(a["ended_by"] or "(open)"), cell(fmt_number(a["wall_s"], 0)), cell(a["cores"]),
+                  cell(a["exit_code"]), cell(a["signal"]), cell(a["site"]), cell(a["host"]))
     console.print(t)
-    e = Table(title=f"{job_id}: events")
+    e = Table(title=Text(f"{job_id}: events"))
     for c in ("time", "type", "event_id", "reason"):
         e.add_column(c)
     for ev in data["events"]:
-        e.add_row(fmt_ts(ev["ts"]), ev["type"], ev["event_id"], ev["reason"])
+        e.add_row(cell(fmt_ts(ev["ts"])), cell(ev["type"]), cell(ev["event_id"]), cell(ev["reason"]))
     console.print(e)
 
 
@@ -340,7 +402,8 @@ def verify(
     """
     from stagewatch.verify import verify as run_verify
 
-    with open_store(store) as st:
+    with open_read(store) as st:
+        require_known(st, campaign, stage)  # before the recount: `verify --stage nope` must not say ok
         report = run_verify(st, campaign, stage)
     for line in report.differences:
         console.print(line, highlight=False, markup=False)
@@ -374,34 +437,56 @@ def simulate(
 
 @app.command()
 def demo(
-    store: Optional[str] = typer.Option("chdb:./stagewatch-data", "--store"),
+    store: str = typer.Option(DEMO_STORE, "--store", help="A chdb:PATH for the demo's own store (not "
+                                                          "$STAGEWATCH_STORE: the demo never mixes with real "
+                                                          "numbers)."),
     preset: str = typer.Option("nova-talk", "--preset"),
     seed: int = typer.Option(1, "--seed"),
-    fresh: bool = typer.Option(True, "--fresh/--keep", help="Start from an empty demo store."),
+    fresh: bool = typer.Option(True, "--fresh/--keep", help="Start from an empty demo store (only a store "
+                                                            "`stagewatch demo` created is ever deleted)."),
 ) -> None:
-    """Simulate the talk's campaign, replay it into a local chDB store and print the overview."""
-    import shutil
-
+    """Simulate the talk's campaign, replay it into a local chDB store of its own and print the overview."""
     from ingest.simulator import PRESETS, simulate_many
     from stagewatch.reading import read_status
     from stagewatch.replay import replay_events
 
     if preset not in PRESETS:
         raise UserError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
-    url = store or DEFAULT_STORE
-    if fresh and url.startswith("chdb:"):
-        shutil.rmtree(url[len("chdb:"):], ignore_errors=True)
+    url = store or DEMO_STORE
+    if not url.startswith("chdb:"):
+        raise UserError(f"The demo writes an embedded store: pass --store chdb:PATH, not {url!r} (replay into a "
+                        "server with `stagewatch simulate ... | stagewatch replay - --store URL`).")
+    if fresh:
+        _remove_demo_store(url[len("chdb:"):])
     t0 = time.perf_counter()
-    with err.status(f"simulating preset {preset} and replaying it into {url} ..."):
-        with open_store(url) as st:
+    with err.status(f"simulating preset {esc(preset)} and replaying it into {esc(url)} ..."):
+        with open_store(url, kind="demo") as st:
             events = list(simulate_many(PRESETS[preset](), seed))
             report = replay_events(st, events)
             last = max(e.ts for e in events)
             result = read_status(st, as_of=last)
     console.print(overview_table(result))
     err.print(f"{report.lines:,} events ({report.duplicates:,} duplicate deliveries) replayed in "
-              f"{time.perf_counter() - t0:.1f} s into {url}; as of the last event. Next: "
-              f"`stagewatch status --store {url}`, `stagewatch missing-files --store {url} --campaign C --stage S`.")
+              f"{time.perf_counter() - t0:.1f} s into {esc(url)}; as of the last event. Next: "
+              f"`stagewatch status --store {esc(url)}`, `stagewatch missing-files --store {esc(url)} --campaign C "
+              "--stage S`.", highlight=False)
+
+
+def _remove_demo_store(path: str) -> None:
+    """Delete the demo's previous store, but only if `stagewatch demo` created it (its marker says so)."""
+    import shutil
+
+    from stagewatch.store.chdb_store import MARKER, read_marker
+
+    if not os.path.lexists(path):
+        return
+    marker = read_marker(path) if os.path.isdir(path) and not os.path.islink(path) else None
+    if marker is None or marker.get("kind") != "demo":
+        what = "a stagewatch store with real numbers" if marker is not None else "not a store created by stagewatch demo"
+        raise UserError(f"{path} is {what} (no demo {MARKER} marker); refusing to delete it. Pass another --store "
+                        "chdb:PATH, or --keep to add the demo to it.")
+    shutil.rmtree(path)
+    logging.getLogger("stagewatch.cli").info("demo.store_removed path=%s", path)
 
 
 def _register_optional() -> None:
@@ -414,7 +499,7 @@ def _register_optional() -> None:
         except ImportError:
             continue
         app.add_typer(getattr(mod, attr), name=name)
-    for module in ("stagewatch.cli_stream", "stagewatch.cli_dashboards"):
+    for module in ("stagewatch.cli_stream", "stagewatch.cli_dashboards", "stagewatch.cli_samples"):
         try:
             mod = importlib.import_module(module)
         except ImportError:
@@ -425,13 +510,36 @@ def _register_optional() -> None:
 _register_optional()
 
 
+def _known_errors() -> tuple[type[BaseException], ...]:
+    """Error classes whose messages are sentences for the user (bad input, Kafka unreachable, ...).
+
+    Only classes of modules already imported: a command that never loaded the Kafka client cannot
+    raise its errors, and `stagewatch status` should not pay for importing it.
+    """
+    found: list[type[BaseException]] = []
+    for module, name in (("ingest.lines", "InputError"), ("ingest.kafka_io", "KafkaError"),
+                         ("schemas.events", "InvalidEvent"), ("ingest.condor_log", "NotAJobEventLog"),
+                         ("ingest.condor_log", "CheckpointMismatch"), ("ingest.condor_log", "LogReplaced"),
+                         ("processors.faust_app", "WorkerError")):
+        cls = getattr(sys.modules.get(module), name, None)
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            found.append(cls)
+    return tuple(found)
+
+
 def main() -> None:
-    """Entry point: usage errors are click's; our errors become one actionable sentence."""
+    """Entry point: usage errors are click's; our errors become one actionable sentence (escaped: they
+    quote names from data); anything else is a bug and keeps its traceback."""
     try:
         app()
     except UserError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        err.print(f"[red]error:[/] {esc(exc)}", highlight=False)
         sys.exit(2)
     except StoreError as exc:
-        err.print(f"[red]store error:[/] {exc}", highlight=False)
+        err.print(f"[red]store error:[/] {esc(exc)}", highlight=False)
+        sys.exit(1)
+    except Exception as exc:
+        if not isinstance(exc, _known_errors()):
+            raise
+        err.print(f"[red]error:[/] {esc(exc)}", highlight=False)
         sys.exit(1)

@@ -17,6 +17,8 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
+from stagewatch.console import esc
+
 err = Console(stderr=True, soft_wrap=True)  # one line per message: logs and tests grep them
 log = logging.getLogger("stagewatch.cli")
 
@@ -87,7 +89,7 @@ def topics_create(
     except KafkaError as exc:
         raise _user_error(str(exc)) from None
     for name, outcome in result.items():
-        err.print(f"{name}: {outcome}")
+        err.print(f"{esc(name)}: {esc(outcome)}", highlight=False)
 
 
 def _publisher(kafka: str, topic_prefix: str, store: Optional[str], show_invalid: int = 20) -> Any:
@@ -101,7 +103,7 @@ def _publisher(kafka: str, topic_prefix: str, store: Optional[str], show_invalid
         nonlocal shown
         shown += 1
         if shown <= show_invalid:
-            err.print(f"[yellow]invalid[/] {r} (sent to the dead-letter topic)", markup=True, highlight=False)
+            err.print(f"[yellow]invalid[/] {esc(r)} (sent to the dead-letter topic)", markup=True, highlight=False)
 
     sink = None
     if store:
@@ -164,9 +166,10 @@ def publish(
         raise _user_error(str(exc)) from None
     n_bad = len(rep.invalid)
     if n_bad > 20:
-        err.print(f"... and {n_bad - 20} more invalid lines (topic {topics.dead_letter})")
-    err.print(f"published {rep.published:,} events ({rep.job_events:,} job, {rep.file_events:,} file) to {kafka} "
-              f"in {rep.seconds:.1f} s; {n_bad} invalid line(s) sent to {topics.dead_letter}")
+        err.print(f"... and {n_bad - 20} more invalid lines (topic {esc(topics.dead_letter)})", highlight=False)
+    err.print(f"published {rep.published:,} events ({rep.job_events:,} job, {rep.file_events:,} file) to "
+              f"{esc(kafka)} in {rep.seconds:.1f} s; {n_bad} invalid line(s) sent to {esc(topics.dead_letter)}",
+              highlight=False)
 
 
 @tail_app.command("condor-log")
@@ -201,7 +204,8 @@ def tail_condor_log(
         raise _user_error(f"{exc}; pass another --checkpoint or the original options.") from None
     pub = Publisher(SafeProducer(kafka, client_id="stagewatch-tail"), topics)
     stop = _stop_on_signals()
-    err.print(f"following {path} (checkpoint {ckpt}, resuming at byte {follower.committed_offset}); Ctrl-C to stop")
+    err.print(f"following {esc(path)} (checkpoint {esc(ckpt)}, resuming at byte {follower.committed_offset}); "
+              "Ctrl-C to stop", highlight=False)
     try:
         rep = tail_log(pub, follower, poll_s=poll_s, stop=stop)
     except DeliveryError as exc:
@@ -209,7 +213,7 @@ def tail_condor_log(
     except LogReplaced as exc:
         raise _user_error(f"{exc}; if the log was rotated, start with a new --checkpoint.") from None
     err.print(f"published {rep.published:,} events in {rep.commits} commit(s); checkpoint at byte "
-              f"{follower.committed_offset} of {path}")
+              f"{follower.committed_offset} of {esc(path)}", highlight=False)
 
 
 def worker(
@@ -254,7 +258,10 @@ def worker(
         raise _user_error("The worker writes to a ClickHouse server: pass --store clickhouse://user:pass@host:port/db "
                           "(chdb: stores are for the embedded `stagewatch replay`).")
     _check_kafka(kafka)
-    cfg = WorkerConfig(kafka=kafka, store_url=store, app_id=app_id, topic_prefix=topic_prefix, workdir=str(workdir),
+    # Absolute before Faust sees it: faust.Worker changes into the workdir, after which a relative datadir
+    # (workdir/faust) would no longer exist.
+    cfg = WorkerConfig(kafka=kafka, store_url=store, app_id=app_id, topic_prefix=topic_prefix,
+                       workdir=str(workdir.expanduser().resolve()),
                        metrics_port=metrics_port, metrics_addr=metrics_addr, web_port=web_port, batch_max=batch_max,
                        batch_within_s=batch_within, stage_flush_s=stage_flush, replication_factor=replication_factor,
                        session_timeout_s=session_timeout, fast_consumer=fast_consumer, log_level=log_level,

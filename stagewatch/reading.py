@@ -64,3 +64,37 @@ def read_job(store: Store, campaign: str, stage: str, job_id: str) -> dict[str, 
 def known_stages(store: Store) -> list[tuple[str, str]]:
     return [(r["campaign"], r["stage"]) for r in
             store.query("SELECT DISTINCT campaign, stage FROM stage_numbers ORDER BY campaign, stage")]
+
+
+class UnknownStage(LookupError):
+    """A campaign or stage the store has no numbers for; the message lists the known ones."""
+
+
+def require_known(store: Store, campaign: str | None, stage: str | None) -> None:
+    """Raise UnknownStage unless the store has numbers for this campaign (and stage).
+
+    One cheap query (DISTINCT over stage_numbers): callers run it only when a filtered read came back
+    empty, so `stagewatch status` pays nothing when names match.
+    """
+    from stagewatch.console import did_you_mean
+
+    if campaign is None and stage is None:
+        return
+    known = known_stages(store)
+    campaigns = sorted({c for c, _ in known})
+    if campaign is not None and campaign not in campaigns:
+        raise UnknownStage(f"No campaign {campaign!r} in this store; " + did_you_mean(campaign, campaigns, "campaign"))
+    if stage is None:
+        return
+    stages = sorted({s for c, s in known if campaign is None or c == campaign})
+    if stage not in stages:
+        where = f" in campaign {campaign!r}" if campaign is not None else ""
+        raise UnknownStage(f"No stage {stage!r}{where}; " + did_you_mean(stage, stages, "stage"))
+
+
+def count_jobs(store: Store, campaign: str, stage: str, *, state: str | None) -> int:
+    """How many jobs `read_jobs` would list without its limit (to say when a list is capped)."""
+    job_filter = queries.JOB_STATE_FILTERS[state] if state else "1"
+    rows = store.query(f"SELECT count() AS n FROM job_state FINAL WHERE {queries.where(campaign, stage)} "
+                       f"AND {job_filter}")
+    return int(rows[0]["n"]) if rows else 0
