@@ -9,7 +9,17 @@ from schemas.events import encode_event
 from stagewatch.reading import read_job, read_missing_files, read_status
 from stagewatch.replay import replay_paths
 from stagewatch.store import open_store
-from tests.builders import file, job
+from tests.builders import file as _file, job as _job
+
+T0 = 1_500_000_000.0  # scenario times are offsets from T0: the contract accepts only ts after 1990
+
+
+def job(job_id, type, ts, **kw):
+    return _job(job_id, type, T0 + ts, **kw)
+
+
+def file(name, type, ts, **kw):
+    return _file(name, type, T0 + ts, **kw)
 
 
 @pytest.fixture
@@ -41,23 +51,23 @@ def test_replay_in_two_files_equals_engine_and_rereplay_changes_nothing(store, t
     evs = scenario()
     expected = Engine()
     expected.apply_all(evs)
-    want = expected.numbers(as_of=1000)
+    want = expected.numbers(as_of=T0 + 1000)
     f1 = write(tmp_path / "1.jsonl", evs[::2])
     f2 = write(tmp_path / "2.jsonl", evs[1::2] + evs[:3])  # some overlap with the first file
     replay_paths(store, [f1])
     r2 = replay_paths(store, [f2])
     assert r2.duplicates == 3
-    got = read_status(store, as_of=1000)["stages"]
+    got = read_status(store, as_of=T0 + 1000)["stages"]
     assert got == want
     replay_paths(store, [f1, f2])
-    assert read_status(store, as_of=1000)["stages"] == want
+    assert read_status(store, as_of=T0 + 1000)["stages"] == want
     (row,) = store.query("SELECT count() AS n FROM raw_events FINAL")
     assert row["n"] == len(evs)
 
 
 def test_invalid_lines_are_reported_kept_and_do_not_stop(store, tmp_path):
-    bad = (b'not json\n{"schema":"job-event/1","event_id":"x","ts":1,"campaign":"c","stage":"s","type":"started"}\n'
-           b'\n{"schema":"file-event/1","event_id":"y","ts":1,"campaign":"c","stage":"s","file":"f",'
+    bad = (b'not json\n{"schema":"job-event/1","event_id":"x","ts":1500000001,"campaign":"c","stage":"s","type":"started"}\n'
+           b'\n{"schema":"file-event/1","event_id":"y","ts":1500000001,"campaign":"c","stage":"s","file":"f",'
            b'"type":"output_declared"}\n')
     path = write(tmp_path / "mixed.jsonl", scenario()[:3], bad + encode_event(scenario()[3]) + b"\n")
     seen = []
@@ -74,7 +84,7 @@ def test_invalid_lines_are_reported_kept_and_do_not_stop(store, tmp_path):
 
 def test_missing_files_is_the_drill_down_of_the_headline(store, tmp_path):
     replay_paths(store, [write(tmp_path / "s.jsonl", scenario())])
-    (s,) = read_status(store, as_of=1000)["stages"]
+    (s,) = read_status(store, as_of=T0 + 1000)["stages"]
     missing = read_missing_files(store, "camp", "stage1")
     assert missing == ["b", "c"]
     assert len(missing) == s["files_without_located_output"]
@@ -99,10 +109,10 @@ def test_cli_replay_status_json_and_missing_files(tmp_path):
     runner = CliRunner()
     r = runner.invoke(app, ["replay", "--store", url, "-q", path])
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["status", "--store", url, "--as-of", "1970-01-01T00:16:40Z", "--format", "json"])
+    r = runner.invoke(app, ["status", "--store", url, "--as-of", "2017-07-14T02:56:40Z", "--format", "json"])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout)
-    assert doc["as_of"] == 1000.0
+    assert doc["as_of"] == T0 + 1000
     assert doc["stages"][0]["files_located"] == 1 and doc["stages"][0]["jobs_held"] == 1
     r = runner.invoke(app, ["missing-files", "--store", url, "--campaign", "camp", "--stage", "stage1"])
     assert r.stdout.split() == ["b", "c"]
