@@ -35,7 +35,10 @@ def fmt_ts(ts: float | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
     try:
         return datetime.fromtimestamp(ts, tz=timezone.utc).strftime(fmt)
     except (OverflowError, OSError, ValueError, TypeError):
-        return fmt_number(ts)
+        try:  # the Unix seconds themselves, without separators, the same whether stored as int or float
+            return f"{float(ts):.0f}"
+        except (TypeError, ValueError, OverflowError):
+            return str(ts)
 
 
 def fmt_number(value: Any, digits: int | None = None) -> str:
