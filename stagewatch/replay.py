@@ -3,6 +3,16 @@
 A replay adds to what the store already holds: before the first new event of a stage is applied,
 that stage's stored raw events are loaded back into the engine, so the new numbers are those of all
 events ever replayed, and re-replaying a file changes nothing (its events are duplicates).
+
+Why an interrupted replay repairs itself: raw events are written before the state rows (and more
+often), so a replay killed between the two leaves events without their job/file/stage rows. The
+stage row is written last in every state flush, so when the stored stage row equals the one the
+engine derives from the stored events, every state row of the stage is current; when it does not, the
+loaded entities stay dirty and their rows are all written again (see Replayer._load_stage).
+
+Every input line ends as an event or a dead letter: undecodable lines, a file that cannot be read as
+JSON lines (the good lines of the other files are kept), conflicting copies of an event, and an event
+the engine fails on (a bug: logged at error level, the replay goes on).
 """
 
 from __future__ import annotations
@@ -10,14 +20,15 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import sys
 import time
 from dataclasses import dataclass, field
-from typing import IO, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
+from ingest.lines import InputError, iter_input_lines
 from processors.engine import Engine
-from processors.rows import dead_letter_row, raw_event_row
-from schemas.events import DeadLetter, Event, InvalidEvent, decode_event
+from processors.rows import dead_letter_row, raw_event_row, stage_row
+from schemas.events import DeadLetter, Event, InvalidEvent, decode_event, encode_event
+from schemas.queries import where
 from stagewatch.sink import StoreSink
 from stagewatch.store.base import Store
 
@@ -30,6 +41,10 @@ class ReplayReport:
     new_events: int = 0
     duplicates: int = 0
     invalid: list[DeadLetter] = field(default_factory=list)
+    unreadable: list[DeadLetter] = field(default_factory=list)  # whole files refused (also in `invalid`)
+    conflicts: int = 0  # conflicting copies of an event_id (each one's dropped copy is in `invalid`)
+    engine_errors: int = 0  # events the engine raised on (bugs; each is in `invalid`)
+    repaired_stages: set[tuple[str, str]] = field(default_factory=set)  # state rows rewritten on load
     stages: set[tuple[str, str]] = field(default_factory=set)
     seconds: float = 0.0
 
@@ -54,25 +69,75 @@ class Replayer:
         self._loaded: set[tuple[str, str]] = set()
         self._since_flush = 0
         self._now = time.time()
+        # Engines that resolve conflicting copies of an event_id report them here (processors.stage.Conflict).
+        self._take_conflicts: Callable[[], list[Any]] | None = getattr(self.engine, "take_conflicts", None)
 
     def _load_stage(self, key: tuple[str, str]) -> None:
-        """Bring a stage's stored events into the engine before its first new event."""
+        """Bring a stage's stored events into the engine before its first new event.
+
+        The state rows of the loaded entities are normally current and are not written again; when the
+        stored stage row is behind the stored events (a replay was interrupted between its raw-event
+        and state writes), they are all written again with the next state flush.
+        """
         self._loaded.add(key)
         self.report.stages.add(key)
         n = 0
         for ev in self.store.load_events([key]):
             self.engine.apply(ev)
             n += 1
-        self.engine.stage(*key).take_dirty()
+        if self._take_conflicts is not None:
+            self._take_conflicts()  # stored copies resolved again, the same way: recorded when they arrived
+        st = self.engine.stage(*key)
+        if n and not self._state_current(key, stage_row(st)):
+            self.report.repaired_stages.add(key)
+            st.settle()  # keeps every loaded entity dirty: written with the next state flush
+            log.warning("replay.state_behind_events campaign=%s stage=%s stored_events=%d action=rewrite_state_rows",
+                        key[0], key[1], n)
+        else:
+            st.take_dirty()
         if n:
             log.info("replay.stage_loaded campaign=%s stage=%s stored_events=%d", key[0], key[1], n)
 
-    def feed_event(self, ev: Event, source: str) -> bool:
+    def _state_current(self, key: tuple[str, str], derived: dict[str, Any]) -> bool:
+        """Whether the stored stage row is the one the stored events give (then every state row is current).
+
+        The stage row is the last row of every state flush and counts the distinct events behind it, so
+        it equals the derived row iff the last state flush completed after the last raw-event write.
+        """
+        rows = self.store.query(f"SELECT * FROM stage_numbers FINAL WHERE {where(*key)}")
+        if len(rows) != 1:
+            return False
+        stored = rows[0]
+        for name, value in derived.items():
+            if name == "version":
+                continue
+            got = stored.get(name)
+            if value is None or got is None:
+                if value is not got:
+                    return False
+            elif isinstance(value, float):
+                if float(got) != value:
+                    return False
+            elif got != value and int(got) != value:
+                return False
+        return True
+
+    def feed_event(self, ev: Event, source: str, position: str = "", raw: bytes | None = None) -> bool:
+        """Apply one event and queue its raw row; False when it changed nothing (duplicate, conflict lost, error)."""
         key = (ev.campaign, ev.stage)
         if key not in self._loaded:
             self._load_stage(key)
         self.report.lines += 1
-        if not self.engine.apply(ev):
+        try:
+            new = self.engine.apply(ev)
+        except Exception as exc:  # a bug in the engine must not lose the replay: this event is a dead letter
+            self._engine_failed(ev, exc, source, position, raw)
+            return False
+        if self._take_conflicts is not None:
+            conflicts = self._take_conflicts()
+            if conflicts:
+                self._record_conflicts(conflicts, source, position)
+        if not new:
             self.report.duplicates += 1
             return False
         self.report.new_events += 1
@@ -83,6 +148,23 @@ class Replayer:
             self.flush(state=self._since_state >= self.state_every)
         return True
 
+    def _engine_failed(self, ev: Event, exc: Exception, source: str, position: str, raw: bytes | None) -> None:
+        self.report.engine_errors += 1
+        log.error("replay.engine_error source=%s position=%s event_id=%s error=%s: %s", source, position,
+                  ev.event_id, type(exc).__name__, exc, exc_info=exc)
+        self.dead_letter(DeadLetter(source, position, f"the engine failed on this event ({type(exc).__name__}: "
+                                    f"{exc}); this is a bug in stagewatch, please report it", 
+                                    raw if raw is not None else encode_event(ev)))
+
+    def _record_conflicts(self, conflicts: list[Any], source: str, position: str) -> None:
+        """Each conflicting copy that lost is a dead letter; a winner's raw row replaces a queued loser's."""
+        for c in conflicts:
+            self.report.conflicts += 1
+            log.warning("replay.conflicting_duplicate source=%s position=%s event_id=%s", source, position,
+                        c.dropped.event_id)
+            self.dead_letter(DeadLetter(source, position, c.reason, encode_event(c.dropped)))
+        self.sink.replaced("raw_events")
+
     def feed_line(self, raw: bytes, source: str, position: str) -> None:
         try:
             ev = decode_event(raw)
@@ -90,7 +172,7 @@ class Replayer:
             self.report.lines += 1
             self.dead_letter(DeadLetter(source, position, str(exc), raw))
             return
-        self.feed_event(ev, source)
+        self.feed_event(ev, source, position, raw)
 
     def dead_letter(self, dl: DeadLetter) -> None:
         self.report.invalid.append(dl)
@@ -123,14 +205,6 @@ def relaxed_gc(gen0: int = 200_000):
         gc.set_threshold(*old)
 
 
-def iter_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
-    """(line number, stripped line) for non-blank lines."""
-    for n, line in enumerate(stream, 1):
-        line = line.strip()
-        if line:
-            yield n, line
-
-
 def replay_paths(store: Store, paths: Iterable[str], *, on_invalid: Callable[[DeadLetter], None] | None = None,
                  progress: Callable[[int], None] | None = None, batch_size: int = 100_000) -> ReplayReport:
     """Replay JSON-lines files (``-`` is stdin) into the store; returns what happened."""
@@ -147,16 +221,22 @@ def replay_paths(store: Store, paths: Iterable[str], *, on_invalid: Callable[[De
 
 def _replay_files(r: Replayer, paths: Iterable[str], progress: Callable[[int], None] | None) -> None:
     for path in paths:
-        stream = sys.stdin.buffer if path == "-" else open(path, "rb")
         source = "<stdin>" if path == "-" else path
+        last = 0
         try:
-            for n, line in iter_lines(stream):
+            for n, line in iter_input_lines(path):
+                last = n
                 r.feed_line(line, source, str(n))
                 if progress is not None:
                     progress(len(line) + 1)
-        finally:
-            if stream is not sys.stdin.buffer:
-                stream.close()
+        except (InputError, OSError) as exc:
+            # One unreadable file must not cost the others their data: it is a dead letter, the replay goes on.
+            reason = str(exc) if isinstance(exc, InputError) else (
+                f"cannot read {source} ({exc.strerror or exc}); check the path and its permissions")
+            log.error("replay.input_refused source=%s after_line=%d reason=%s", source, last, reason)
+            dl = DeadLetter(source, str(last + 1), reason, b"")
+            r.report.unreadable.append(dl)
+            r.dead_letter(dl)
     r.flush()
 
 
