@@ -251,7 +251,10 @@ class SafeProducer:
         }
         conf.update(extra or {})
         self.bootstrap = bootstrap
+        self._conf = conf
         self._p = Producer(conf)
+        self._solo: SafeProducer | None = None  # one message per request: retries of refused batches
+        self._is_solo = False
         self.on_failure = on_failure
         # Called as on_too_large(msg, context, err) when the broker refuses a message produced with a
         # ``context`` as too large; such a message is the caller's (a dead letter), not a delivery failure.
@@ -274,9 +277,28 @@ class SafeProducer:
 
     def _on_delivery_with(self, context: Any, err: Any, msg: Any) -> None:
         if err is not None and self.on_too_large is not None and _is_too_large(err):
-            self.on_too_large(msg, context, err)
+            if self._is_solo:  # refused alone: this message itself is too large
+                self.on_too_large(msg, context, err)
+                return
+            # The broker's limit is per request batch: the messages batched with a too-large one are
+            # refused with it. Send each refused message again alone; refused alone, it is too large.
+            self._solo_producer().produce(msg.topic(), msg.value(), msg.key(), partition=msg.partition(),
+                                          headers=msg.headers(), context=context)
             return
         self._on_delivery(err, msg)
+
+    def _solo_producer(self) -> "SafeProducer":
+        if self._solo is None:
+            extra = {k: v for k, v in self._conf.items() if k not in ("bootstrap.servers", "client.id")}
+            extra.update({"batch.num.messages": 1, "linger.ms": 0})
+            self._solo = SafeProducer(self.bootstrap, client_id=f"{self._conf['client.id']}-solo", extra=extra)
+            self._solo._is_solo = True
+            self._solo.on_too_large = self._refused_alone
+        return self._solo
+
+    def _refused_alone(self, msg: Any, context: Any, err: Any) -> None:
+        if self.on_too_large is not None:
+            self.on_too_large(msg, context, err)
 
     def produce(self, topic: str, value: bytes, key: bytes | None = None, *, partition: int | None = None,
                 headers: list[tuple[str, bytes]] | None = None, context: Any = None) -> None:
@@ -321,6 +343,9 @@ class SafeProducer:
         Returns the number of messages delivered since the previous flush.
         """
         left = self._p.flush(timeout_s)
+        if self._solo is not None:  # refused batches re-sent one by one; their refusals add dead letters here
+            self.delivered += self._solo.flush(timeout_s)
+            left = self._p.flush(timeout_s)
         failed, reasons = self.failed, self.reasons
         delivered = self.delivered
         self.failed, self.reasons, self.delivered = 0, [], 0
@@ -373,19 +398,29 @@ def dead_letter_headers(reason: str, source: str, position: str, raw_bytes: int 
     return headers
 
 
-def dead_letter_message(raw: bytes, reason: str, source: str, position: str,
-                        key: bytes | None = None) -> tuple[bytes, bytes | None, list[tuple[str, bytes]]]:
-    """(value, key, headers) of the dead letter of ``raw``: bounded, so Kafka never refuses it as too large."""
-    value = raw[:DEAD_LETTER_MAX_VALUE_BYTES]
+def dead_letter_message(raw: bytes, reason: str, source: str, position: str, key: bytes | None = None,
+                        max_message_bytes: int | None = None) -> tuple[bytes, bytes | None, list[tuple[str, bytes]]]:
+    """(value, key, headers) of the dead letter of ``raw``, bounded so that Kafka does not refuse it.
+
+    The value keeps at most DEAD_LETTER_MAX_VALUE_BYTES of ``raw``, less if the producer's
+    ``max_message_bytes`` leaves less room next to the key and headers (and 512 bytes of framing).
+    """
     if key is not None and len(key) > DEAD_LETTER_HEADER_BYTES:
         key = key[:DEAD_LETTER_HEADER_BYTES]
+    headers = dead_letter_headers(reason, source, position, len(raw), True)
+    room = DEAD_LETTER_MAX_VALUE_BYTES
+    if max_message_bytes is not None:
+        overhead = 512 + len(key or b"") + sum(len(k) + len(v) for k, v in headers)
+        room = max(0, min(room, max_message_bytes - overhead))
+    value = raw[:room]
     return value, key, dead_letter_headers(reason, source, position, len(raw), len(value) < len(raw))
 
 
 def publish_dead_letter(producer: SafeProducer, topics: Topics, raw: bytes, reason: str, source: str,
                         position: str, key: bytes | None = None) -> None:
     """Send the raw bytes of a rejected record (cut to a size Kafka accepts) to the dead-letter topic."""
-    value, key, headers = dead_letter_message(raw, reason, source, position, key)
+    value, key, headers = dead_letter_message(raw, reason, source, position, key,
+                                              getattr(producer, "max_message_bytes", None))
     producer.produce(topics.dead_letter, value, key, headers=headers)
 
 
