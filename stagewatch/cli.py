@@ -48,8 +48,13 @@ class Fmt(str, Enum):
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+    numeric = getattr(logging, level.upper(), logging.INFO)
+    logging.basicConfig(level=numeric, stream=sys.stderr,
                         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    if numeric > logging.DEBUG:
+        # clickhouse-driver logs each failed connection attempt with its traceback at WARNING; the store
+        # turns that failure into one sentence, so the traceback shows only with --log-level DEBUG.
+        logging.getLogger("clickhouse_driver").setLevel(max(numeric, logging.ERROR))
 
 
 @app.callback()
