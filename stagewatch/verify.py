@@ -9,10 +9,10 @@ every difference is reported down to the job or file that causes it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 from processors.numbers import COUNTERS, FILE_BUCKETS, JOB_STATES, RESTART_CAUSES
-from schemas.queries import where
+from schemas.queries import literal, where
 from stagewatch.store.base import Store
 
 JOB_AGG = """
@@ -55,14 +55,36 @@ WHERE {where}
 GROUP BY campaign, stage
 """.replace("{buckets}", ",\n".join(f"    countIf(is_input = 1 AND bucket = '{b}') AS r_{b}" for b in FILE_BUCKETS))
 
-JOB_DIFF_COLUMNS = ("state", "attempts", "restarts", *(f"restarts_{c}" for c in RESTART_CAUSES), "completed_ok",
-                    "cpu_terminations", "cpu_ms", "core_wall_ms", "badput_core_ms", "events")
-
+# (recount view column, state table column) of every compared column: the whole row but for what is
+# derived from other columns (cpu_efficiency_pct, badput_core_hours) or bookkeeping (version).
+JOB_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("state", "state"), ("first_submission", "submission"), ("attempts", "attempts"), ("restarts", "restarts"),
+    *((f"restarts_{c}", f"restarts_{c}") for c in RESTART_CAUSES), ("last_exit_code", "exit_code"),
+    ("last_signal", "signal"), ("completed_ok", "completed_ok"), ("cpu_terminations", "cpu_terminations"),
+    ("cpu_ms", "cpu_ms"), ("core_wall_ms", "core_wall_ms"), ("badput_core_ms", "badput_core_ms"),
+    ("first_ts", "first_ts"), ("last_ts", "last_ts"), ("submitted_ts", "submitted_ts"), ("last_site", "site"),
+    ("last_host", "host"), ("events", "events"))
+FILE_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("is_input", "is_input"), ("if(is_input = 1, bucket, '')", "bucket"), ("is_output", "is_output"),
+    ("located", "located"), ("last_location", "location"), ("output_parents", "parents"),
+    ("outputs_of", "outputs"), ("consumed", "consumed"), ("disposition", "disposition"),
+    ("disposition_job", "disposition_job"), ("deliveries", "deliveries"), ("first_ts", "first_ts"),
+    ("last_ts", "last_ts"), ("located_ts", "located_ts"))
+NULLABLE = frozenset({"exit_code", "signal", "submitted_ts", "located_ts"})
 
 @dataclass
 class VerifyReport:
+    """What verify compared and every difference found (entity lines capped per check, with their count).
+
+    An unknown campaign or stage is not an error here: nothing matches, stages_checked is 0 (the CLI
+    refuses unknown names before it calls verify).
+    """
+
     stages_checked: int = 0
+    jobs_checked: int = 0
+    files_checked: int = 0
     differences: list[str] = field(default_factory=list)
+    entity_differences: int = 0  # jobs, attempts and files that differ, including those not listed
 
     @property
     def ok(self) -> bool:
@@ -98,7 +120,35 @@ def _max(a: float | None, b: float) -> float:
 
 
 def verify(store: Store, campaign: str | None = None, stage: str | None = None, *, max_entities: int = 20) -> VerifyReport:
+    """Compare every stage row, job row and file row with its recount from raw events (presence and values).
+
+    Stage rows are compared in Python (one row per stage); jobs and files in SQL joins and anti-joins,
+    so that a store of 100,000 jobs is checked without moving its rows: only differences come back,
+    at most `max_entities` per check, with the count of all of them.
+    """
     report = VerifyReport()
+    report.differences += stage_differences(store, campaign, stage, report)
+    w = where(campaign, stage)
+    for check in (_job_checks(w), _file_checks(w)):
+        for kind, sql, count_sql, describe in check:
+            rows = store.query(f"{sql}\nLIMIT {int(max_entities)}") if max_entities > 0 else []
+            n = len(rows)
+            if n >= max_entities:
+                n = int(store.query(count_sql)[0]["n"])
+            report.entity_differences += n
+            report.differences += [describe(r) for r in rows]
+            if n > len(rows):
+                report.differences.append(f"  ... and {n - len(rows)} more {kind} (verify lists {max_entities} per check)")
+    report.jobs_checked = int(store.query(f"SELECT count() AS n FROM (SELECT DISTINCT campaign, stage, entity "
+                                          f"FROM raw_events WHERE kind = 'job' AND {w})")[0]["n"])
+    report.files_checked = int(store.query(f"SELECT count() AS n FROM (SELECT DISTINCT campaign, stage, entity "
+                                           f"FROM raw_events WHERE kind = 'file' AND {w})")[0]["n"])
+    return report
+
+
+def stage_differences(store: Store, campaign: str | None, stage: str | None, report: VerifyReport) -> list[str]:
+    """Every stage with raw events has its stage_numbers row, equal to the recount; no row without events."""
+    out: list[str] = []
     expected = recount(store, campaign, stage)
     stored = {(r["campaign"], r["stage"]): r for r in
               store.query(f"SELECT * FROM stage_numbers FINAL WHERE {where(campaign, stage)}")}
@@ -106,46 +156,88 @@ def verify(store: Store, campaign: str | None = None, stage: str | None = None, 
         report.stages_checked += 1
         label = f"{key[0]} / {key[1]}"
         if key not in stored:
-            report.differences.append(f"{label}: has raw events but no stored numbers")
+            out.append(f"{label}: has raw events but no stored numbers")
             continue
         if key not in expected:
-            report.differences.append(f"{label}: has stored numbers but no raw events")
+            out.append(f"{label}: has stored numbers but no raw events")
             continue
         exp, got = expected[key], stored[key]
         for name in (*COUNTERS, "events"):
             if int(got[name]) != exp[name]:
-                report.differences.append(f"{label}: {name} stored {got[name]} but raw events give {exp[name]}")
+                out.append(f"{label}: {name} stored {got[name]} but raw events give {exp[name]}")
         for name in ("first_event_ts", "last_event_ts", "last_progress_ts"):
             g = None if got[name] is None else float(got[name])
             if g != exp[name]:
-                report.differences.append(f"{label}: {name} stored {g} but raw events give {exp[name]}")
-    if report.differences:
-        report.differences += entity_differences(store, campaign, stage, limit=max_entities)
-    return report
-
-
-def entity_differences(store: Store, campaign: str | None, stage: str | None, *, limit: int) -> list[str]:
-    """Name the jobs and files whose stored state differs from the recount (to find the cause)."""
-    w = where(campaign, stage)
-    cols = ", ".join(JOB_DIFF_COLUMNS)
-    stored = {(r["campaign"], r["stage"], r["job_id"]): r for r in
-              store.query(f"SELECT campaign, stage, job_id, {cols} FROM job_state FINAL WHERE {w}")}
-    out = []
-    for r in store.query(f"SELECT campaign, stage, job_id, {cols} FROM v_job_recount WHERE {w}"):
-        s = stored.get((r["campaign"], r["stage"], r["job_id"]))
-        diffs = [c for c in JOB_DIFF_COLUMNS if s is None or int(s[c] if c != "state" else 0) != int(
-            r[c] if c != "state" else 0) or (c == "state" and s[c] != r[c])]
-        if diffs:
-            out.append(f"  job {r['campaign']} / {r['stage']} / {r['job_id']}: " + (
-                "no stored state" if s is None else ", ".join(f"{c} stored {s[c]} vs {r[c]}" for c in diffs)))
-        if len(out) >= limit:
-            return out
-    files = {(r["campaign"], r["stage"], r["file"]): r["bucket"] for r in
-             store.query(f"SELECT campaign, stage, file, bucket FROM file_state FINAL WHERE {w} AND is_input = 1")}
-    for r in store.query(f"SELECT campaign, stage, file, bucket FROM v_file_recount WHERE {w} AND is_input = 1"):
-        got = files.get((r["campaign"], r["stage"], r["file"]))
-        if got != r["bucket"]:
-            out.append(f"  file {r['campaign']} / {r['stage']} / {r['file']}: bucket stored {got} vs {r['bucket']}")
-        if len(out) >= limit:
-            break
+                out.append(f"{label}: {name} stored {g} but raw events give {exp[name]}")
     return out
+
+
+def _equal(recount_col: str, state_col: str) -> str:
+    """SQL: the recount value equals the stored one (NULL equals NULL: 18.16 has no `<=>`)."""
+    s = f"s_{state_col}"
+    if state_col in NULLABLE:
+        return f"((isNull({recount_col}) AND isNull({s})) OR ifNull({recount_col} = {s}, 0))"
+    return f"({recount_col} = {s})"
+
+
+def _entity_check(kind: str, view: str, table: str, key: str, raw_kind: str, columns: Iterable[tuple[str, str]],
+                  w: str) -> list[tuple[str, str, str, Any]]:
+    """(kind, mismatch SQL, count SQL, describe) for one entity table: every recounted entity has its row with
+    equal values; every row has raw events. ANY LEFT JOIN ... USING with a `present` marker: 18.16 fills a
+    missing right side with defaults (0), modern ClickHouse too (join_use_nulls = 0)."""
+    columns = tuple(columns)
+    rc = ", ".join(f"{r} AS r_{s}" for r, s in columns)
+    sc = ", ".join(f"{s} AS s_{s}" for _, s in columns)
+    equal = " AND ".join(_equal(f"r_{s}", s) for _, s in columns)
+    body = (f"FROM (SELECT campaign, stage, {key}, {rc} FROM {view} WHERE {w}) AS r\n"
+            f"ANY LEFT JOIN (SELECT campaign, stage, {key}, 1 AS present, {sc} FROM {table} FINAL WHERE {w}) AS s\n"
+            f"USING (campaign, stage, {key})\nWHERE present = 0 OR NOT ({equal})")
+    cols = ", ".join([f"r_{s}" for _, s in columns] + [f"s_{s}" for _, s in columns])
+    mismatch = f"SELECT campaign, stage, {key}, present, {cols}\n{body}\nORDER BY campaign, stage, {key}"
+
+    def describe(r: dict[str, Any]) -> str:
+        label = f"  {kind} {r['campaign']} / {r['stage']} / {r[key]}"
+        if not r["present"]:
+            return f"{label}: has raw events but no {table} row"
+        diffs = [f"{s} stored {r['s_' + s]!r} vs recount {r['r_' + s]!r}" for _, s in columns
+                 if not _same(r["r_" + s], r["s_" + s])]
+        return f"{label}: " + ", ".join(diffs)
+
+    orphan_body = (f"FROM (SELECT campaign, stage, {key} FROM {table} FINAL WHERE {w}) AS s\n"
+                   f"ANY LEFT JOIN (SELECT DISTINCT campaign, stage, entity AS {key}, 1 AS present FROM raw_events "
+                   f"WHERE kind = {literal(raw_kind)} AND {w}) AS r\nUSING (campaign, stage, {key})\nWHERE present = 0")
+    return [
+        (f"{kind}s", mismatch, f"SELECT count() AS n {body}", describe),
+        (f"{table} rows", f"SELECT campaign, stage, {key} {orphan_body}\nORDER BY campaign, stage, {key}",
+         f"SELECT count() AS n {orphan_body}",
+         lambda r: f"  {kind} {r['campaign']} / {r['stage']} / {r[key]}: has a {table} row but no raw events"),
+    ]
+
+
+def _same(a: Any, b: Any) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return float(a) == float(b)
+    return a == b
+
+
+def _job_checks(w: str) -> list[tuple[str, str, str, Any]]:
+    checks = _entity_check("job", "v_job_recount", "job_state", "job_id", "job", JOB_COLUMNS, w)
+    # job_attempts: one row per attempt of the recount (no missing attempt, no stale one beyond the last)
+    body = (f"FROM (SELECT campaign, stage, job_id, attempts FROM v_job_recount WHERE {w}) AS r\n"
+            f"ANY LEFT JOIN (SELECT campaign, stage, job_id, count() AS n_rows, max(attempt) AS max_attempt "
+            f"FROM job_attempts FINAL WHERE {w} GROUP BY campaign, stage, job_id) AS s\n"
+            f"USING (campaign, stage, job_id)\nWHERE n_rows != attempts OR max_attempt != attempts")
+    checks.append((
+        "jobs' attempts", f"SELECT campaign, stage, job_id, attempts, n_rows, max_attempt {body}\n"
+        "ORDER BY campaign, stage, job_id", f"SELECT count() AS n {body}",
+        lambda r: f"  job {r['campaign']} / {r['stage']} / {r['job_id']}: {r['n_rows']} job_attempts row(s) up to "
+                  f"attempt {r['max_attempt']} but raw events give {r['attempts']} attempt(s)"))
+    return checks
+
+
+def _file_checks(w: str) -> list[tuple[str, str, str, Any]]:
+    return _entity_check("file", "v_file_recount", "file_state", "file", "file", FILE_COLUMNS, w)

@@ -10,7 +10,7 @@ SELECT
     campaign, stage, entity AS job_id,
     arraySort(x -> (x.1, x.2, x.3),
               groupArray((ts, indexOf({job_order}, type), event_id, type, wall_s, cores, exit_code,
-                          signal, cpu_user_s, cpu_sys_s))) AS ev,
+                          signal, cpu_user_s, cpu_sys_s, submission, site, host))) AS ev,
     arrayMap(x -> x.4, ev) AS types,
     arrayMap(x -> x.1, ev) AS tss,
     arrayMap(x -> x.5, ev) AS walls,
@@ -19,6 +19,9 @@ SELECT
     arrayMap(x -> x.8, ev) AS signals,
     arrayMap(x -> x.9, ev) AS cpu_u,
     arrayMap(x -> x.10, ev) AS cpu_s,
+    arrayMap(x -> x.11, ev) AS submissions,
+    arrayMap(x -> x.12, ev) AS sites,
+    arrayMap(x -> x.13, ev) AS hosts,
     arrayFilter(i -> types[i] = 'started', arrayEnumerate(types)) AS starts,
     if(length(arrayFilter(c -> isNotNull(c), coress)) = 0, toUInt16(1),
        assumeNotNull(arrayFilter(c -> isNotNull(c), coress)[1])) AS job_cores,
@@ -55,7 +58,14 @@ SELECT
     tss[1] AS first_ts,
     tss[length(tss)] AS last_ts,
     arrayReduce('max', arrayFilter((t, ty) -> ty = 'terminated', tss, types)) AS progress_ts,
-    has(types, 'terminated') AS has_progress
+    has(types, 'terminated') AS has_progress,
+    -- the columns of a job_state row that are not counters (verify compares whole rows):
+    arrayFilter(x -> x != '', submissions)[1] AS first_submission,
+    if(has(types, 'submitted'), toNullable(arrayFilter((t, ty) -> ty = 'submitted', tss, types)[1]), NULL) AS submitted_ts,
+    if(has(types, 'terminated'), arrayFilter((e, ty) -> ty = 'terminated', exits, types)[-1], NULL) AS last_exit_code,
+    if(has(types, 'terminated'), arrayFilter((g, ty) -> ty = 'terminated', signals, types)[-1], NULL) AS last_signal,
+    if(length(starts) = 0, '', sites[starts[-1]]) AS last_site,
+    if(length(starts) = 0, '', hosts[starts[-1]]) AS last_host
 FROM raw_events FINAL
 WHERE kind = 'job'
 GROUP BY campaign, stage, entity;
@@ -70,7 +80,11 @@ SELECT
             disposition = 'delivered', 'files_in_flight',
             disposition IN ('failed', 'skipped'), 'files_failed',
             'files_pending') AS bucket,
-    first_ts, last_ts, progress_ts, has_progress
+    first_ts, last_ts, progress_ts, has_progress,
+    -- the other columns of a file_state row (verify compares whole rows):
+    consumed, disposition, disposition_job, deliveries, last_location, output_parents,
+    if(located = 1, toNullable(located_at), NULL) AS located_ts,
+    arraySort(output_list) AS outputs_of
 FROM
 (
     SELECT campaign, stage, entity AS file,
@@ -81,6 +95,13 @@ FROM
            countIf(type = 'consumed') > 0 AS consumed,
            argMaxIf(type, (ts, indexOf({file_order}, type), event_id),
                     type IN ('delivered', 'consumed', 'skipped', 'failed')) AS disposition,
+           argMaxIf(job_id, (ts, indexOf({file_order}, type), event_id),
+                    type IN ('delivered', 'consumed', 'skipped', 'failed')) AS disposition_job,
+           countIf(type = 'delivered') AS deliveries,
+           argMaxIf(location, (ts, indexOf({file_order}, type), event_id),
+                    type = 'output_located' AND location != '') AS last_location,
+           arraySort(groupUniqArrayArrayIf(parents, type = 'output_declared')) AS output_parents,
+           minIf(ts, type = 'output_located') AS located_at,
            min(ts) AS first_ts,
            max(ts) AS last_ts,
            maxIf(ts, type = 'output_located') AS progress_ts,
@@ -91,7 +112,8 @@ FROM
 ) AS own
 ANY LEFT JOIN
 (
-    SELECT campaign, stage, parent AS file, max(output_located) AS has_located_output, 1 AS has_declared_output
+    SELECT campaign, stage, parent AS file, max(output_located) AS has_located_output, 1 AS has_declared_output,
+           groupUniqArray(output) AS output_list
     FROM
     (
         SELECT campaign, stage, entity AS output, arrayJoin(parents) AS parent
