@@ -85,30 +85,62 @@ class ClickHouseStore(Store):
 
     def _connected(self, client: Any) -> Any:
         """`client`, connected: the handshake waits at most connect_timeout, then queries get their own."""
-        conn = client.connection
-        if conn.connected:
+        if client.connection.connected:
             return client
-        conn.send_receive_timeout = self.connect_timeout
         try:
-            conn.force_connect()
+            self._handshake(client)
         except Exception as exc:
-            conn.disconnect()
+            from clickhouse_driver import errors
+
+            # a refused or silent server is not asked again (that would double the wait)
+            unreachable = isinstance(exc, (errors.SocketTimeoutError, errors.NetworkError, OSError))
+            if client is self._client and not unreachable and self._database_missing():
+                raise self._no_database() from exc
             raise StoreError(f"Cannot reach ClickHouse at {self.host}:{self.port} (no answer within "
                              f"{self.connect_timeout:g} s, or refused): {_brief(exc)}. Check the --store URL and "
                              "that the server runs (`stagewatch dev up` starts one).") from exc
+        return client
+
+    def _handshake(self, client: Any) -> None:
+        conn = client.connection
+        conn.send_receive_timeout = self.connect_timeout
+        try:
+            conn.force_connect()
+        except Exception:
+            conn.disconnect()
+            raise
         finally:
             conn.send_receive_timeout = self.send_receive_timeout
+            conn.is_query_executing = False  # force_connect marks a query as started; execute() starts its own
         if conn.socket is not None:
             conn.socket.settimeout(self.send_receive_timeout)
-        return client
+
+    def _database_missing(self) -> bool:
+        """After a failed handshake: does the server answer without our database, and lack it? (18.16 drops
+        a connection to a missing database without saying why.)"""
+        from clickhouse_driver import Client
+
+        probe = Client(**self._kw)
+        try:
+            self._handshake(probe)
+            rows = probe.execute("SELECT count() FROM system.databases WHERE name = %(db)s",
+                                 {"db": self.database})
+            return rows[0][0] == 0
+        except Exception:
+            return False
+        finally:
+            probe.disconnect()
+
+    def _no_database(self) -> StoreError:
+        return StoreError(f"There is no database {self.database} on {self.host}:{self.port}: check the --store URL, "
+                          "or create it with a write command (`stagewatch replay FILE --store URL` or "
+                          "`stagewatch worker`) as a user that may create databases.")
 
     def _failed(self, what: str, exc: Exception, sql: str = "") -> StoreError:
         """The driver's error as a sentence; a missing database or table says how to make it."""
         code = getattr(exc, "code", None)
         if code == _UNKNOWN_DATABASE:
-            return StoreError(f"There is no database {self.database} on {self.host}:{self.port}: check the --store "
-                              "URL, or create it with a write command (`stagewatch replay FILE --store URL` or "
-                              "`stagewatch worker`) as a user that may create databases.")
+            return self._no_database()
         if code == _UNKNOWN_TABLE:
             return StoreError(f"The database {self.database} on {self.host}:{self.port} has no stagewatch tables "
                               f"({_brief(exc)}): create them with a write command (`stagewatch replay FILE "

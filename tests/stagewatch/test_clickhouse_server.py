@@ -70,3 +70,38 @@ def test_readonly_user_reads_but_cannot_write(loaded):
                                        "raw": "x"}])
         with pytest.raises(StoreError):
             ro.command("CREATE TABLE stagewatch.nope (a UInt8) ENGINE = Memory")
+
+
+def _other_database(url: str, name: str) -> str:
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+def test_readonly_user_runs_every_read_command(loaded, capsys):
+    from tests.stagewatch.test_cli_escaping import run_cli
+
+    ro = loaded.readonly_store_url
+    with open_store(ro, create=False) as st:
+        (one,) = st.query("SELECT campaign, stage, job_id FROM job_state FINAL ORDER BY campaign, stage, job_id "
+                          "LIMIT 1")
+    sel = ["--campaign", one["campaign"], "--stage", one["stage"], "--store", ro]
+    for args in (["status", "--store", ro], ["status", "--format", "json", *sel], ["files", *sel], ["jobs", *sel],
+                 ["job", one["job_id"], *sel], ["missing-files", *sel], ["verify", "--store", ro], ["verify", *sel]):
+        code, out, err = run_cli(capsys, *args)
+        assert code == 0, (args, err)
+        assert "readonly" not in err
+    code, out, err = run_cli(capsys, "jobs", "--campaign", one["campaign"], "--stage", "nope", "--store", ro)
+    assert code == 2 and "Known stages" in " ".join(err.split())
+
+
+@pytest.mark.parametrize("user", ["writer", "readonly"])
+def test_read_commands_never_create_a_database(loaded, capsys, user):
+    from tests.stagewatch.test_cli_escaping import run_cli
+
+    base = loaded.store_url if user == "writer" else loaded.readonly_store_url
+    typo = _other_database(base, "stagewatch_typo")
+    for args in (["status"], ["verify"], ["missing-files", "--campaign", "c", "--stage", "s"]):
+        code, out, err = run_cli(capsys, *args, "--store", typo)
+        assert code == 1, (args, err)
+        assert "There is no database stagewatch_typo" in " ".join(err.split())
+    with open_store(loaded.store_url, create=False) as st:
+        assert st.query("SELECT count() AS n FROM system.databases WHERE name = 'stagewatch_typo'")[0]["n"] == 0
