@@ -39,10 +39,35 @@ UID_HEALTH = "stagewatch-pipeline-health"
 DASHBOARD_UIDS = (UID_OVERVIEW, UID_STAGE, UID_JOB, UID_HEALTH)
 TAGS = ["stagewatch"]
 
-OVERVIEW_WHERE = "$__conditionalAll(campaign IN (${campaign:singlequote}), $campaign)"
+
+
+def variable_value(name: str) -> str:
+    """A single-valued dashboard variable as a SQL string expression that no value can break out of.
+
+    Grafana's quoting formats do not escape backslashes (`singlequote` turns `a\\` into `'a\\'`, an
+    unterminated literal in ClickHouse, and `a\\'` into SQL that ends the string early), and the plugin
+    expands its `$__` macros in the interpolated text, inside literals too. `percentencode` leaves only
+    `A-Z a-z 0-9 - _ . ~ %` in the SQL, whatever the name; ClickHouse (18.16 too) decodes it back.
+    """
+    return f"decodeURLComponent('${{{name}:percentencode}}')"
+
+
+def variable_contains(name: str, column: str) -> str:
+    """Whether `column` is one of a multi-valued variable's selected values, safe for any value.
+
+    Grafana percent-encodes a multi-value as `{a,b}` joined first, so the decoded text is split back on
+    commas by position: exact for every name without a comma, and a selected name containing commas still
+    matches itself. A single (string) value compares as it is.
+    """
+    d = variable_value(name)
+    return (f"({d} = {column} OR position(concat(',', substring({d}, 2, length({d}) - 2), ','), "
+            f"concat(',', {column}, ',')) > 0)")
+
+
+OVERVIEW_WHERE = f"$__conditionalAll({variable_contains('campaign', 'campaign')}, $campaign)"
 """All campaigns, or the selected ones (the plugin drops the condition when "All" is selected)."""
-STAGE_WHERE = "campaign = ${campaign:singlequote} AND stage = ${stage:singlequote}"
-JOB_ID = "${job_id:singlequote}"
+STAGE_WHERE = f"campaign = {variable_value('campaign')} AND stage = {variable_value('stage')}"
+JOB_ID = variable_value("job_id")
 
 # The overview table: files first, then jobs (the issue's order), then the stall flag.
 OVERVIEW_COLUMNS = (
@@ -105,13 +130,14 @@ def _number_overrides(panel: Any, columns: list[str]) -> Any:
 
 
 def _stage_link(title: str = "Open the stage view") -> dict[str, Any]:
-    return {"title": title, "url": f"/d/{UID_STAGE}/stage?var-campaign=${{__data.fields.campaign}}"
-                                   f"&var-stage=${{__value.raw}}&${{__url_time_range}}"}
+    return {"title": title, "url": f"/d/{UID_STAGE}/stage?var-campaign=${{__data.fields.campaign:percentencode}}"
+                                   f"&var-stage=${{__value.raw:percentencode}}&${{__url_time_range}}"}
 
 
 def _job_link() -> dict[str, Any]:
-    return {"title": "Open the job view", "url": f"/d/{UID_JOB}/job?var-campaign=${{campaign}}&var-stage=${{stage}}"
-                                                 f"&var-job_id=${{__value.raw}}&${{__url_time_range}}"}
+    return {"title": "Open the job view", "url": f"/d/{UID_JOB}/job?var-campaign=${{campaign:percentencode}}"
+                                                 f"&var-stage=${{stage:percentencode}}"
+                                                 f"&var-job_id=${{__value.raw:percentencode}}&${{__url_time_range}}"}
 
 
 def _stalled_mappings() -> list[Any]:
@@ -136,7 +162,8 @@ def _ch_variable(name: str, label: str, sql: str, *, multi: bool, opts: BuildOpt
 
 
 CAMPAIGN_VARIABLE_SQL = "SELECT DISTINCT campaign FROM stage_numbers FINAL ORDER BY campaign"
-STAGE_VARIABLE_SQL = "SELECT DISTINCT stage FROM stage_numbers FINAL WHERE campaign = ${campaign:singlequote} ORDER BY stage"
+STAGE_VARIABLE_SQL = ("SELECT DISTINCT stage FROM stage_numbers FINAL WHERE campaign = "
+                      f"{variable_value('campaign')} ORDER BY stage")
 
 
 def _base(uid: str, title: str, description: str) -> db.Dashboard:
@@ -418,4 +445,5 @@ def iter_variable_queries(data: dict[str, Any]) -> Iterator[tuple[str, str]]:
 
 __all__ = ["BuildOptions", "DASHBOARD_UIDS", "UID_OVERVIEW", "UID_STAGE", "UID_JOB", "UID_HEALTH", "overview",
            "stage", "job", "pipeline_health", "all_dashboards", "to_json", "load_dashboard", "iter_panel_queries",
-           "iter_variable_queries", "number_column", "OVERVIEW_COLUMNS", "OVERVIEW_WHERE", "STAGE_WHERE"]
+           "iter_variable_queries", "number_column", "OVERVIEW_COLUMNS", "OVERVIEW_WHERE", "STAGE_WHERE",
+           "variable_value", "variable_contains"]

@@ -9,8 +9,9 @@ dashboard JSON and the database (grafana-clickhouse-datasource 4.x):
    handled from the last to the first, with the same bracket-counting argument split as the plugin.
 2. Frontend, Grafana's template service: `$var`, `${var}`, `${var:format}` and `[[var]]` are replaced
    by the variable's value. Without a format, a multi-value is rendered by the plugin's own formatter
-   (`'a','b'`) and a single value as it is; `singlequote`, `sqlstring`, `csv`, `raw`, `doublequote` are
-   Grafana's formats. Unknown names (and the plugin's `$__` macros) are left alone, as Grafana does.
+   (`'a','b'`) and a single value as it is; `singlequote`, `sqlstring`, `csv`, `raw`, `doublequote` and
+   `percentencode` are Grafana's formats. None of the quoting formats escapes a backslash, so the
+   dashboards use only `percentencode` inside `decodeURLComponent('...')` (dashboards/build.py). Unknown names (and the plugin's `$__` macros) are left alone, as Grafana does.
 3. Backend (sqlds `getMacroMatches` + the plugin's `pkg/macros`): `$__name` followed by a bracketed
    argument list (nested brackets allowed, arguments split on top-level commas and trimmed).
 
@@ -24,6 +25,7 @@ Not every macro is usable here: `$__timeInterval` expands to `toStartOfInterval`
 from __future__ import annotations
 
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Sequence
@@ -146,6 +148,19 @@ def _fmt_plugin_default(values: list[str], multi: bool) -> str:
     return values[0] if values else ""
 
 
+def encode_uri_component_strict(value: str) -> str:
+    """Grafana's `encodeURIComponentStrict`: encodeURIComponent (UTF-8) that also encodes ! ' ( ) *.
+
+    What is left unencoded is exactly RFC 3986's unreserved set, A-Z a-z 0-9 - _ . ~
+    """
+    return urllib.parse.quote(value, safe="")
+
+
+def _fmt_percentencode(values: list[str], multi: bool) -> str:
+    """Grafana's `percentencode`: an array is joined as a glob `{a,b}` first, then encoded as one string."""
+    return encode_uri_component_strict("{" + ",".join(values) + "}" if multi else (values[0] if values else ""))
+
+
 _FORMATS: dict[str, Callable[[list[str]], str]] = {
     "singlequote": _fmt_singlequote,
     "sqlstring": _fmt_sqlstring,
@@ -166,6 +181,8 @@ def replace_variables(sql: str, variables: dict[str, Variable]) -> str:
         multi = not isinstance(var.value, str) or var.value == ALL
         if fmt is None:
             return _fmt_plugin_default(values, multi)
+        if fmt == "percentencode":
+            return _fmt_percentencode(values, multi)
         if fmt not in _FORMATS:
             raise MacroError(f"variable format {fmt!r} of ${{{name}:{fmt}}} is not mirrored here")
         return _FORMATS[fmt](values)
@@ -296,5 +313,5 @@ def expand(sql: str, time_range: TimeRange, variables: Sequence[Variable] | None
     return apply_backend_macros(sql, time_range)
 
 
-__all__ = ["ALL", "MacroError", "Variable", "TimeRange", "expand", "apply_conditional_all",
+__all__ = ["ALL", "MacroError", "Variable", "TimeRange", "expand", "apply_conditional_all", "encode_uri_component_strict",
            "replace_variables", "apply_backend_macros", "BACKEND_MACROS"]

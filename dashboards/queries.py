@@ -13,6 +13,8 @@ expression over `campaign` and `stage`. Grafana macros (`$__timeFilter(col)`, `$
 mirrors it for tests). Everything runs on ClickHouse 18.16 and on modern ClickHouse/chDB: no window
 functions, no `WITH` subqueries, no `toStartOfInterval` (18.16 lacks it: buckets are
 `intDiv(toUInt32(t), N) * N`), explicit `ALL` join strictness, every joined subquery aliased.
+Every divisor is a positive constant or `safe_divisor(...)` (greatest(d, 1)): 18.16 evaluates both
+branches of if() and raises on intDiv by 0 even under a NULL mask (see schemas/queries.py).
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ from __future__ import annotations
 from typing import Iterable
 
 from processors.numbers import STALL_THRESHOLD_S
-from schemas.queries import STATUS_SQL
+from schemas.queries import STATUS_SQL, safe_divisor
+
+INTERVAL_S = "$__interval_s"
+"""The panel's interval in seconds (the plugin's macro; at least 1 there, guarded as a divisor all the same)."""
 
 GRAFANA_AS_OF = "toUnixTimestamp(now())"
 """`{as_of}` of STATUS_SQL in dashboards: the moment the panel is refreshed."""
@@ -42,8 +47,12 @@ def from_status(columns: Iterable[str], where: str, as_of: str = GRAFANA_AS_OF,
 
 
 def hour_bucket(col: str, seconds: int | str = 3600) -> str:
-    """The start of `col`'s bucket as a DateTime (toStartOfInterval does not exist on 18.16)."""
-    return f"toDateTime(intDiv(toUInt32({col}), {seconds}) * {seconds})"
+    """The start of `col`'s bucket as a DateTime (toStartOfInterval does not exist on 18.16).
+
+    A bucket size that is not a positive int literal (a macro such as `$__interval_s`) is guarded as a divisor.
+    """
+    n = str(seconds) if isinstance(seconds, int) and seconds > 0 else safe_divisor(str(seconds))
+    return f"toDateTime(intDiv(toUInt32({col}), {n}) * {n})"
 
 
 # --- files and jobs over time ---------------------------------------------------------------------
@@ -158,21 +167,21 @@ ORDER BY jobs DESC, exit
 
 CPU_EFFICIENCY_WINDOW_SQL = """
 SELECT campaign, stage,
-       intDiv(2000 * sum(cpu_ms) + sum(core_wall_ms), 2 * sum(core_wall_ms)) / 10 AS cpu_efficiency_pct,
+       intDiv(2000 * sum(cpu_ms) + sum(core_wall_ms), 2 * {core_wall_ms}) / 10 AS cpu_efficiency_pct,
        count() AS jobs
 FROM job_state FINAL
 WHERE {where} AND state = 'completed' AND cpu_terminations > 0
   AND last_ts >= toUnixTimestamp($__fromTime) AND last_ts <= toUnixTimestamp($__toTime)
 GROUP BY campaign, stage
 HAVING sum(core_wall_ms) > 0
-"""
+""".replace("{core_wall_ms}", safe_divisor("sum(core_wall_ms)"))
 """cpu_efficiency_pct's formula restricted to the jobs completed in the window (same integer rounding)."""
 
 
 # --- pipeline health ------------------------------------------------------------------------------
 
 EVENTS_PER_MINUTE_BY_SOURCE_SQL = """
-SELECT {bucket} AS time, source, count() * 60 / $__interval_s AS events_per_minute
+SELECT {bucket} AS time, source, count() * 60 / {interval} AS events_per_minute
 FROM raw_events
 WHERE ingested_ts >= toUnixTimestamp($__fromTime) AND ingested_ts <= toUnixTimestamp($__toTime)
 GROUP BY time, source
@@ -182,7 +191,7 @@ ORDER BY time
 counts twice until ClickHouse merges it (FINAL would make this panel scan the whole table)."""
 
 EVENTS_PER_MINUTE_BY_TYPE_SQL = """
-SELECT {bucket} AS time, concat(kind, ':', type) AS event_type, count() * 60 / $__interval_s AS events_per_minute
+SELECT {bucket} AS time, concat(kind, ':', type) AS event_type, count() * 60 / {interval} AS events_per_minute
 FROM raw_events
 WHERE {where} AND $__timeFilter(event_time)
 GROUP BY time, event_type
@@ -219,15 +228,17 @@ ORDER BY source
 
 
 def events_per_minute_by_source_sql() -> str:
-    return EVENTS_PER_MINUTE_BY_SOURCE_SQL.format(bucket=hour_bucket("ingested_ts", "$__interval_s"))
+    return EVENTS_PER_MINUTE_BY_SOURCE_SQL.format(bucket=hour_bucket("ingested_ts", INTERVAL_S),
+                                                  interval=safe_divisor(INTERVAL_S))
 
 
 def events_per_minute_by_type_sql(where: str) -> str:
-    return EVENTS_PER_MINUTE_BY_TYPE_SQL.format(bucket=hour_bucket("event_time", "$__interval_s"), where=where)
+    return EVENTS_PER_MINUTE_BY_TYPE_SQL.format(bucket=hour_bucket("event_time", INTERVAL_S),
+                                                interval=safe_divisor(INTERVAL_S), where=where)
 
 
 def dead_letters_per_interval_sql() -> str:
-    return DEAD_LETTERS_PER_INTERVAL_SQL.format(bucket=hour_bucket("received_time", "$__interval_s"))
+    return DEAD_LETTERS_PER_INTERVAL_SQL.format(bucket=hour_bucket("received_time", INTERVAL_S))
 
 
 # --- job view -------------------------------------------------------------------------------------

@@ -9,6 +9,14 @@ expression (a literal, or `toUnixTimestamp(now())` in Grafana), `{threshold_s}` 
 The SQL runs on ClickHouse 18.16 as well as on modern ClickHouse and chDB: integer rounding
 (intDiv(2 * 1000 * n + d, 2 * d) / 10 is n / d in percent, rounded half up to 1 decimal, exactly as
 processors.numbers.ratio_pct) and no newer syntax.
+
+Division: ClickHouse 18.16 evaluates BOTH branches of `if()` (and of multiIf), and its intDiv/modulo
+raise "Division by zero" even for a NULL divisor (`nullIf(d, 0)` does not help there: the function runs
+on the nested 0 before the NULL mask is applied). So every divisor is either a positive constant or
+`greatest(d, 1)` (see `safe_divisor`), and the `if()` around it only chooses the documented value (0 or
+NULL) for d = 0. For d >= 1, greatest(d, 1) = d: the numbers are unchanged. tests/schemas/test_queries_division.py
+runs every query with zero divisors on 18.16 and chDB and scans all the SQL the project builds for
+divisions without such a guard.
 """
 
 from __future__ import annotations
@@ -16,6 +24,15 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from processors.numbers import FILE_BUCKETS, RESTART_CAUSES, STALL_THRESHOLD_S
+
+
+def safe_divisor(expr: str) -> str:
+    """`expr` as a divisor that is never 0 (nor NULL): greatest(expr, 1), equal to expr whenever expr >= 1.
+
+    The form the division scan (tests/schemas/test_queries_division.py) accepts for a non-constant divisor.
+    """
+    return f"greatest({expr}, 1)"
+
 
 ACTIVE_SQL = "(jobs_idle + jobs_running + jobs_held + jobs_suspended + files_in_flight + files_pending)"
 
@@ -31,7 +48,8 @@ SELECT
     files_failed,
     files_pending,
     input_files - files_located AS files_without_located_output,
-    if(input_files = 0, 0., intDiv(2000 * files_located + input_files, 2 * input_files) / 10) AS completion_pct,
+    if(input_files = 0, 0.,
+       intDiv(2000 * files_located + input_files, 2 * {input_files}) / 10) AS completion_pct,
     outputs_declared,
     outputs_located,
     jobs,
@@ -47,7 +65,7 @@ SELECT
     restarts,
 {cause_columns},
     if(cpu_terminations = 0 OR core_wall_ms = 0, NULL,
-       intDiv(2000 * cpu_ms + core_wall_ms, 2 * core_wall_ms) / 10) AS cpu_efficiency_pct,
+       intDiv(2000 * cpu_ms + core_wall_ms, 2 * {core_wall_ms}) / 10) AS cpu_efficiency_pct,
     intDiv(200 * badput_core_ms + 3600000, 7200000) / 100 AS badput_core_hours,
     last_event_ts,
     last_progress_ts,
@@ -59,6 +77,8 @@ ORDER BY campaign, stage
 """.format(
     cause_columns=",\n".join(f"    restarts_{c}" for c in RESTART_CAUSES),
     active=ACTIVE_SQL,
+    input_files=safe_divisor("input_files"),
+    core_wall_ms=safe_divisor("core_wall_ms"),
 )
 
 FILES_SQL = """

@@ -13,6 +13,7 @@ from dashboards.alerts import AlertOptions
 from dashboards.build import BuildOptions
 from dashboards.chquery import DATASOURCE_UID
 from processors.numbers import STALL_THRESHOLD_S
+from stagewatch.console import esc
 
 err = Console(stderr=True)
 
@@ -104,8 +105,8 @@ def build_cmd(
                   grafana_dashboards_path=grafana_dashboards_path)
     for p in paths:
         sys.stdout.write(f"{p}\n")
-    err.print(f"wrote {len(paths)} files into {out}. Point Grafana's provisioning directory at {out}/provisioning "
-              "and set STAGEWATCH_CH_RO_PASSWORD in Grafana's environment.")
+    err.print(f"wrote {len(paths)} files into {esc(out)}. Point Grafana's provisioning directory at "
+              f"{esc(out)}/provisioning and set STAGEWATCH_CH_RO_PASSWORD in Grafana's environment.", highlight=False)
 
 
 @dashboards_app.command("publish")
@@ -134,13 +135,13 @@ def publish_cmd(
                                                        stall_threshold_s=stall_threshold_hours * 3600),
                           alert_opts=ao)
     except PublishError as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        err.print(f"[red]error:[/] {esc(exc)}", highlight=False)
         raise typer.Exit(2)
     except Exception as exc:  # connection refused, TLS, timeouts: one sentence, not a traceback
-        err.print(f"[red]error:[/] publishing to {url} failed: {exc}", highlight=False)
+        err.print(f"[red]error:[/] publishing to {esc(url)} failed: {esc(exc)}", highlight=False)
         raise typer.Exit(1)
-    err.print(f"folder {folder_uid}: {rep.folder}; dashboards: {', '.join(rep.dashboards)}; rules created: "
-              f"{len(rep.rules_created)}, updated: {len(rep.rules_updated)}")
+    err.print(f"folder {esc(folder_uid)}: {esc(rep.folder)}; dashboards: {esc(', '.join(rep.dashboards))}; rules "
+              f"created: {len(rep.rules_created)}, updated: {len(rep.rules_updated)}", highlight=False)
 
 
 def report_cmd(
@@ -153,16 +154,16 @@ def report_cmd(
 ) -> None:
     """Write one self-contained HTML page: the campaign overview table (definitions on hover) and per-stage
     charts (file buckets, progress over time, restarts by cause). It opens with no network access."""
-    from stagewatch.cli import parse_time
+    from stagewatch.cli import open_read, parse_time, require_known
     from stagewatch.report import build_report
-    from stagewatch.store import default_store_url, open_store
 
-    url = store or default_store_url()
-    # chDB: make sure the tables exist (an empty store gives an empty report); a server is only read.
-    with open_store(url, create=url.startswith("chdb:")) as st:
+    # A read command: a missing store (a typo in the path) is an error naming it, never a new empty store,
+    # and a read-only ClickHouse user can run it.
+    with open_read(store) as st:
+        require_known(st, campaign, None)
         page = build_report(st, campaign=campaign, as_of=parse_time(as_of), threshold_s=stall_threshold_hours * 3600)
     out.write_text(page, encoding="utf-8")
-    err.print(f"wrote {out} ({len(page):,} bytes)")
+    err.print(f"wrote {esc(out)} ({len(page):,} bytes)", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

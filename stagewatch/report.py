@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import html
 import json
+import math
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 from dashboards import queries as dq
@@ -22,8 +22,35 @@ from dashboards.build import OVERVIEW_COLUMNS, number_column
 from dashboards.macros import TimeRange, expand
 from processors.numbers import FILE_BUCKETS, GLOSSARY_URL, NUMBERS_BY_NAME, RESTART_CAUSES, STALL_THRESHOLD_S
 from schemas.queries import where as where_sql
+from stagewatch.console import fmt_ts
 from stagewatch.reading import read_status
 from stagewatch.store.base import Store
+
+# Characters that must not appear literally in JSON inside <script>: `<` and `>` (`</script>`, `<!--` and
+# `<script` change how the HTML parser ends the element), `&` (for good measure, as in JSON-in-HTML
+# practice) and U+2028/U+2029 (line terminators in older JavaScript). JSON's \uXXXX keeps them as data.
+_JSON_IN_HTML = {ord("<"): "\\u003c", ord(">"): "\\u003e", ord("&"): "\\u0026",
+                 0x2028: "\\u2028", 0x2029: "\\u2029"}
+
+
+def _finite(value: Any) -> Any:
+    """`value` with NaN and infinities as null: JSON.parse accepts neither."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def json_for_script(data: Any) -> str:
+    """`data` as JSON that can sit inside an HTML <script> element whatever its strings hold.
+
+    Every name from the data (campaign, stage, ...) may contain `</script>`, `<!--<script`, `&`, quotes
+    or U+2028; escaped this way the text is still valid JSON and JSON.parse gives back the exact strings.
+    """
+    return json.dumps(_finite(data), sort_keys=True, ensure_ascii=False, allow_nan=False).translate(_JSON_IN_HTML)
 
 
 def _fmt(col: str, value: Any) -> str:
@@ -41,7 +68,8 @@ def _fmt(col: str, value: Any) -> str:
 
 
 def _utc(ts: float | None) -> str:
-    return "–" if ts is None else datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    """A Unix time as UTC text; never raises (a time no calendar date holds is shown as its number)."""
+    return "–" if ts is None else f"{fmt_ts(ts)} UTC"
 
 
 def _series(store: Store, sql: str, column: str, tr: TimeRange) -> list[list[float]]:
@@ -239,7 +267,7 @@ def render(data: dict[str, Any], *, source: str = "") -> str:
             f'({_fmt("completion_pct", s["completion_pct"])}); {s["jobs"]:,} jobs, {s["restarts"]:,} restarts; '
             f'last progress {_utc(s["last_progress_ts"])}.</p>'
             f'<div class="charts" id="charts-{i}"></div></article>')
-    payload = json.dumps(data, sort_keys=True).replace("</", "<\\/")
+    payload = json_for_script(data)
     threshold_h = data["stall_threshold_s"] / 3600
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
@@ -268,4 +296,4 @@ def build_report(store: Store, *, campaign: str | None = None, as_of: float | No
     return render(collect(store, campaign=campaign, as_of=as_of, threshold_s=threshold_s), source=store.url)
 
 
-__all__ = ["collect", "render", "build_report"]
+__all__ = ["collect", "render", "build_report", "json_for_script"]

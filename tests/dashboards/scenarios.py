@@ -10,6 +10,14 @@ Campaign PROBLEM ("dash-problem") has three stages, each built to trip one rule:
             inefficient completion -> eviction storm and low CPU efficiency.
 Its feed ("dash-problem-feed") delivered its last event 40 minutes ago, and two lines of it were
 dead letters. Campaign HEALTHY ("dash-healthy") is all fine and its feed ("dash-healthy-feed") is live.
+
+Campaign EDGE ("dash-edge") holds the stages whose ratios have a zero divisor (ClickHouse 18.16 evaluates
+both branches of if(), so each once raised "Division by zero"), with their documented values in
+EDGE_EXPECTED: jobs from HTCondor logs only (no input files), input files only (no jobs), input files
+with none located (0 %), jobs without any CPU report, and a job whose only termination reports 0 s of wall
+time. Campaign HOSTILE has a name and a stage name built to break every quoting layer (SQL string
+literals, Grafana's variable formats and $__ macros, HTML, JSON inside <script>, JavaScript line
+terminators); its numbers are ordinary.
 """
 
 from __future__ import annotations
@@ -25,6 +33,26 @@ PROBLEM = "dash-problem"
 HEALTHY = "dash-healthy"
 PROBLEM_SOURCE = "dash-problem-feed"
 HEALTHY_SOURCE = "dash-healthy-feed"
+EDGE = "dash-edge"
+EDGE_SOURCE = "dash-edge-feed"
+HOSTILE = ("dash-hostile <!--<script o'brien \\ \\' \"dq\" &amp; \u2028\u2029 $__toTime ${campaign} "
+           "$campaign [[stage]] %27 ,{x}")
+HOSTILE_STAGE = "</script><script>alert(1)</script> it's \\"
+HOSTILE_JOB = "job 'q' \\ $__fromTime"
+HOSTILE_SOURCE = "dash-hostile-feed"
+
+EDGE_EXPECTED: dict[str, dict[str, Any]] = {
+    # stage: documented values (processors.numbers) for its zero divisors
+    "jobs-only": {"input_files": 0, "completion_pct": 0.0, "files_without_located_output": 0, "jobs": 2,
+                  "jobs_completed": 1, "cpu_efficiency_pct": 50.0},
+    "files-only": {"input_files": 3, "files_pending": 3, "completion_pct": 0.0, "jobs": 0,
+                   "cpu_efficiency_pct": None},
+    "none-located": {"input_files": 2, "files_located": 0, "files_without_located_output": 2,
+                     "completion_pct": 0.0, "jobs_completed_failed": 1, "cpu_efficiency_pct": 90.0},
+    "no-cpu": {"input_files": 0, "completion_pct": 0.0, "jobs": 1, "jobs_idle": 1, "cpu_efficiency_pct": None},
+    "zero-wall": {"input_files": 0, "completion_pct": 0.0, "jobs": 1, "jobs_completed": 1,
+                  "cpu_efficiency_pct": None},
+}
 H = 3600.0
 M = 60.0
 
@@ -114,10 +142,37 @@ def build(now: float) -> Scenario:
     healthy += _done_job(Hc, "done", "done-1", "d0", now - 29 * H, now - 26 * H)
     healthy += _done_job(Hc, "done", "done-2", "d1", now - 29 * H, now - 25 * H)
 
+    E = EDGE
+    edge: list[Any] = []
+    # jobs-only: an HTCondor log and nothing else (no file events): one job done at 50 %, one running
+    edge += [job("jo-1", "submitted", now - 3 * H, campaign=E, stage="jobs-only"),
+             job("jo-1", "started", now - 3 * H + 60, campaign=E, stage="jobs-only"),
+             job("jo-1", "terminated", now - 2 * H, campaign=E, stage="jobs-only", exit_code=0,
+                 cpu_user_s=1000.0, cpu_sys_s=500.0, wall_s=3000.0, cores=1),
+             job("jo-2", "submitted", now - 20 * M, campaign=E, stage="jobs-only"),
+             job("jo-2", "started", now - 15 * M, campaign=E, stage="jobs-only")]
+    # files-only: input files declared, no job yet
+    edge += _inputs(E, "files-only", ["fo0", "fo1", "fo2"], now - 20 * M)
+    # none-located: input files, a job that failed on one of them: 0 % complete
+    edge += _inputs(E, "none-located", ["nl0", "nl1"], now - 3 * H)
+    edge += _done_job(E, "none-located", "nl-1", "nl0", now - 3 * H, now - 30 * M, exit_code=1)
+    # no-cpu: a job submitted, nothing else (no termination, so no CPU report)
+    edge += [job("nc-1", "submitted", now - 10 * M, campaign=E, stage="no-cpu")]
+    # zero-wall: the only termination reports CPU and 0 s of wall time (core_wall_ms = 0)
+    edge += [job("zw-1", "submitted", now - 2 * H, campaign=E, stage="zero-wall"),
+             job("zw-1", "started", now - 2 * H + 60, campaign=E, stage="zero-wall"),
+             job("zw-1", "terminated", now - 30 * M, campaign=E, stage="zero-wall", exit_code=0,
+                 cpu_user_s=0.0, cpu_sys_s=0.0, wall_s=0.0, cores=1)]
+
+    hostile = _inputs(HOSTILE, HOSTILE_STAGE, ["h0 </script>", "h1 \u2028"], now - 3 * H)
+    hostile += _done_job(HOSTILE, HOSTILE_STAGE, HOSTILE_JOB, "h0 </script>", now - 3 * H, now - 40 * M)
+
     dead = [DeadLetter(PROBLEM_SOURCE, "0/17", "not valid JSON: truncated", b'{"schema": "job-event/1", "ts'),
             DeadLetter(PROBLEM_SOURCE, "0/18", "missing field `job_id`", b'{"schema": "job-event/1"}')]
-    return Scenario(now=now, events_by_source={PROBLEM_SOURCE: problem, HEALTHY_SOURCE: healthy},
-                    ingested_ago_s={PROBLEM_SOURCE: 40 * M, HEALTHY_SOURCE: 60.0}, dead_letters=dead)
+    return Scenario(now=now, events_by_source={PROBLEM_SOURCE: problem, HEALTHY_SOURCE: healthy, EDGE_SOURCE: edge,
+                                               HOSTILE_SOURCE: hostile},
+                    ingested_ago_s={PROBLEM_SOURCE: 40 * M, HEALTHY_SOURCE: 60.0, EDGE_SOURCE: 60.0,
+                                    HOSTILE_SOURCE: 60.0}, dead_letters=dead)
 
 
 def load(store: Store, sc: Scenario) -> None:

@@ -71,8 +71,8 @@ def test_overview_columns_carry_the_glossary_and_link_to_the_stage_view() -> Non
         assert ov[col]["displayName"] == NUMBERS_BY_NAME[col].short, col
     assert all(not hidden or c not in build.OVERVIEW_COLUMNS for c, hidden in organize["excludeByName"].items())
     link = ov["stage"]["links"][0]["url"]
-    assert link.startswith("/d/stagewatch-stage/") and "var-stage=${__value.raw}" in link
-    assert "var-campaign=${__data.fields.campaign}" in link
+    assert link.startswith("/d/stagewatch-stage/") and "var-stage=${__value.raw:percentencode}" in link
+    assert "var-campaign=${__data.fields.campaign:percentencode}" in link  # names with & or # stay whole
     stalled = ov["stalled"]
     assert stalled["custom.cellOptions"] == {"type": "color-background", "applyToRow": True, "mode": "basic"}
     assert stalled["mappings"][0]["options"]["1"]["color"] == "red"
@@ -94,7 +94,7 @@ def test_job_lists_link_to_the_job_view() -> None:
     for title in ("Jobs with most restarts", "Jobs with most badput"):
         (panel,) = [p for p in data["panels"] if p["title"] == title]
         url = _overrides(panel)["job_id"]["links"][0]["url"]
-        assert url.startswith("/d/stagewatch-job/") and "var-job_id=${__value.raw}" in url
+        assert url.startswith("/d/stagewatch-job/") and "var-job_id=${__value.raw:percentencode}" in url
 
 
 def test_time_series_panels_ask_for_time_series_format() -> None:
