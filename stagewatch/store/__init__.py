@@ -13,7 +13,7 @@ import os
 from stagewatch.store.base import Store, StoreError
 
 DEFAULT_STORE = "chdb:./stagewatch-data"
-DEMO_STORE = "chdb:./stagewatch-demo"
+DEMO_STORE = "chdb:./stagewatch-demo"  # chdb_store.DEMO_PATH
 SCHEMES = ("chdb:", "clickhouse://", "clickhouse+native://")
 
 

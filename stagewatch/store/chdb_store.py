@@ -28,6 +28,7 @@ _INSERT_SETTINGS = "optimize_on_insert=0, max_threads=1, max_insert_threads=1, i
 MARKER = ".stagewatch-store"
 MARKER_FORMAT = 1
 KINDS = ("store", "demo")
+DEMO_PATH = "./stagewatch-demo"  # stagewatch.store.DEMO_STORE without its scheme (named here for messages)
 
 
 def read_marker(path: str) -> dict[str, Any] | None:
@@ -70,14 +71,17 @@ def _prepare_dir(path: str, shown: str, *, create: bool, kind: str) -> None:
     if not create:
         if not os.path.isdir(path):
             raise StoreError(f"No store at {shown}: check the path, or make one with `stagewatch replay FILE "
-                             f"--store chdb:{shown}` (or `stagewatch demo`).")
+                             f"--store chdb:{shown}` (`stagewatch demo` makes its own, {DEMO_PATH}).")
         if not is_store_dir(path):
             raise StoreError(f"{shown} is not a stagewatch store (no {MARKER} marker and no stagewatch "
                              "database in it): check the path, or make a store with `stagewatch replay FILE`.")
         return
     if os.path.isdir(path):
         if is_store_dir(path):
-            if read_marker(path) is None:  # a store made before markers: adopt it
+            marker = read_marker(path)
+            # a store made before markers is adopted; real events written into the demo's store make it a
+            # real store, which `demo --fresh` then refuses to delete
+            if marker is None or (marker.get("kind") == "demo" and kind == "store"):
                 _safe_write_marker(path, shown, "store")
             return
         if os.listdir(path):

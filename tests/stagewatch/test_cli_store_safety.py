@@ -126,3 +126,19 @@ def test_writes_refuse_a_non_empty_directory_that_is_not_a_store(tmp_path):
     with pytest.raises(StoreError, match="not a stagewatch store and not empty"):
         open_store(f"chdb:{d}")
     assert sorted(os.listdir(d)) == [".bashrc"]
+
+
+def test_real_events_replayed_into_the_demo_store_protect_it(capsys, tmp_path):
+    url = f"chdb:{tmp_path / 'demo'}"
+    code, _, err = run_cli(capsys, "demo", "--store", url, "--preset", "tiny")
+    assert code == 0, err
+    events = tmp_path / "mine.jsonl"
+    events.write_text('{"schema":"job-event/1","event_id":"mine","ts":1e9,"campaign":"me","stage":"s",'
+                      '"job_id":"1.0","type":"submitted"}\n')
+    code, _, err = run_cli(capsys, "replay", "-q", "--store", url, str(events))
+    assert code == 0, err
+    assert read_marker(str(tmp_path / "demo"))["kind"] == "store"
+    code, _, err = run_cli(capsys, "demo", "--store", url, "--preset", "tiny")
+    assert code == 2 and "refusing" in flat(err)
+    code, out, err = run_cli(capsys, "missing-files", "--campaign", "me", "--stage", "s", "--store", url)
+    assert code == 0, err
