@@ -121,6 +121,12 @@ def test_timestamps_no_calendar_holds_are_printed_as_numbers(capsys, tmp_path, t
     assert out.count(f"{ts:.0f}") >= 3  # started, ended and the far event
     assert "2017-06-20" in out  # the other events still print as dates
 
+    from stagewatch.report import build_report
+
+    with open_store(url, create=False) as st:
+        page = build_report(st, as_of=T0 + 600)
+    assert f"{ts:.0f}" in page
+
 
 def test_fmt_ts_is_total():
     from stagewatch.console import fmt_ts
