@@ -133,14 +133,17 @@ class Replayer:
         except Exception as exc:  # a bug in the engine must not lose the replay: this event is a dead letter
             self._engine_failed(ev, exc, source, position, raw)
             return False
+        replaced = False
         if self._take_conflicts is not None:
             conflicts = self._take_conflicts()
             if conflicts:
                 self._record_conflicts(conflicts, source, position)
+                replaced = any(c.kept is ev for c in conflicts)
         if not new:
-            self.report.duplicates += 1
+            self.report.duplicates += 1  # an exact copy, or a conflicting copy that lost (also a dead letter)
             return False
-        self.report.new_events += 1
+        if not replaced:  # a winning conflicting copy replaces an event: counted in report.conflicts
+            self.report.new_events += 1
         self.sink.add("raw_events", raw_event_row(ev, source, self._now))
         self._since_flush += 1
         if self._since_flush >= self.batch_size:
