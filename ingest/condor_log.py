@@ -949,6 +949,19 @@ class LogFollower:
             log.warning("condor_log.restart_at_path path=%s (the file of the checkpoint is gone; nothing of it "
                         "had been read)", self.path)
             return _File.open(self.path)
+        try:
+            st = os.stat(self.path)
+            in_place = self._ident is not None and (st.st_dev, st.st_ino) == self._ident
+        except OSError:
+            in_place = False
+        if in_place:
+            # (the same inode with other bytes: rewritten in place, or a new file that reuses a freed inode)
+            raise self._lost(
+                f"{self.path} no longer holds the bytes the checkpoint {self.checkpoint_path} was taken on: it was "
+                f"truncated or rewritten in place (copy-truncate rotation?), or the file the checkpoint was reading "
+                f"was deleted or replaced by another log, and no rotated copy (.old, .1, ...) holds its first "
+                f"{self._offset} bytes"
+            )
         where = f" (inode {self._ident[1]})" if self._ident else ""
         raise self._lost(
             f"The log file the checkpoint {self.checkpoint_path} was reading, {self._ckpt_file or self.path}{where}, "
@@ -1018,10 +1031,15 @@ class LogFollower:
         again while ``offset`` moves).  A missing log file yields nothing: it may not exist yet."""
         self._check_retired()
         if self._file is None:
+            pinned = self._ident is not None
             f = self._locate()
             if f is None:
                 return []
             self._adopt(f)
+            if not pinned and self._offset == 0:
+                # Pin the file before handing out any event: a process killed before its first commit
+                # must find this file again after a rotation, not start over at whatever ``path`` is then.
+                self.commit()
         f = self._file
         assert f is not None
         if not self._matches(f):  # truncated or rewritten in place
