@@ -43,7 +43,7 @@ from typing import Any
 import htcondor2
 import msgspec
 
-from schemas.events import InvalidEvent, JobEvent, decode_event, encode_event
+from schemas.events import MAX_NAME_CHARS, MAX_REASON_CHARS, JobEvent, decode_event, encode_event
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -243,21 +243,14 @@ class _JobState(msgspec.Struct, omit_defaults=True):
     seen: dict[str, int] = msgspec.field(default_factory=dict)  # "NNN|ts_ms" -> count, for ordinals
 
 
-#: Longest text (in UTF-8 bytes) taken from a log into a record: a hold reason, host or site name.  Real
-#: values are far shorter; a longer one (a corrupt or hostile log) is cut, so that the event itself, which
-#: the numbers need, still passes the contract's bounds on string lengths.
-TEXT_MAX_BYTES = 1024
+def _bounded(text: str | None, limit: int = MAX_NAME_CHARS) -> str | None:
+    """``text`` cut to the contract's bound (``limit`` characters, the last one an ellipsis).
 
-
-def _bounded(text: str | None, limit: int = TEXT_MAX_BYTES) -> str | None:
-    """``text`` cut to at most ``limit`` UTF-8 bytes (on a character boundary, ending with an ellipsis)."""
-    if text is None:
-        return None
-    data = text.encode("utf-8", "surrogatepass")
-    if len(data) <= limit:
+    A hold reason, host or site name longer than the contract allows only comes from a corrupt or hostile
+    log; cutting the text keeps the event itself, which the numbers need, instead of losing it."""
+    if text is None or len(text) <= limit:
         return text
-    cut = data[: limit - len("…".encode())].decode("utf-8", "ignore")
-    return cut + "…"
+    return text[: limit - 1] + "…"
 
 
 @dataclass
@@ -286,7 +279,7 @@ class _Mapper:
             rec = decode_event(encode_event(rec))
         except Exception as exc:  # a data boundary: one bad event must never end the conversion
             self.stats.invalid_events += 1
-            log.warning("condor_log.invalid_event where=%s reason=%r", where, _bounded(str(exc), 300))
+            log.warning("condor_log.invalid_event where=%s reason=%r", where, _bounded(str(exc), 500))
             return None
         self.stats.job_events += 1
         return rec  # type: ignore[return-value]
@@ -338,7 +331,7 @@ class _Mapper:
             if wall >= 0:
                 fields["wall_s"] = wall
 
-        reason = _bounded(_reason(number, ev))
+        reason = _bounded(_reason(number, ev), MAX_REASON_CHARS)
         if reason is not None:
             fields["reason"] = reason
 
@@ -424,7 +417,7 @@ def _last_complete_end(path: str, start: int, size: int) -> int:
 #: Where reading resumes after bytes the bindings cannot parse: just after the next ``...`` line, or at the
 #: header of the next event (``005 (123.000.000) 2024-...``) when that comes first, so that garbage with no
 #: ``...`` line of its own (a torn write, a pasted line) never takes the event after it along.
-_RESYNC_RE = re.compile(rb"\n\.\.\.\n|(?<![0-9])[0-9]{3} \(-?[0-9]+\.-?[0-9]+\.-?[0-9]+\) [0-9]")
+_RESYNC_RE = re.compile(rb"\n\.\.\.\n|[0-9]{3} \(-?[0-9]+\.-?[0-9]+\.-?[0-9]+\) [0-9]")
 _RESYNC_OVERLAP = 64
 
 
