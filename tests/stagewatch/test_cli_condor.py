@@ -35,3 +35,23 @@ def test_missing_log_is_a_clear_error(tmp_path):
     r = CliRunner().invoke(app, ["convert", "condor-log", str(tmp_path / "nope.log"), "--campaign", "c",
                                  "--stage", "s"])
     assert r.exit_code != 0
+
+
+def test_converting_a_file_that_is_not_a_job_event_log_says_so_and_exits_1(tmp_path):
+    """Issue 7 section 4: zero events read is an error with one sentence, not "converted 0 job events"."""
+    import os
+    import subprocess
+    import sys
+
+    notalog = tmp_path / "notalog.txt"
+    notalog.write_text('{"schema": "job-event/1"}\nsome text\n')
+    out = tmp_path / "events.jsonl"
+    r = subprocess.run([sys.executable, "-c", "from stagewatch.cli import main; main()", "convert", "condor-log",
+                        str(notalog), "--campaign", "c", "--stage", "s", "--out", str(out)],
+                       capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                       env={**os.environ, "COLUMNS": "500"})
+    assert r.returncode == 1, r.stdout + r.stderr
+    said = " ".join((r.stdout + r.stderr).split())  # rich may wrap the line
+    assert f"{notalog} has no HTCondor job events: is it a job event log (the submit file's `log = ...`)?" in said
+    assert "Traceback" not in r.stderr
+    assert not out.exists()  # no empty output left behind to be replayed as "nothing happened"
