@@ -8,7 +8,10 @@ Why an interrupted replay repairs itself: raw events are written before the stat
 often), so a replay killed between the two leaves events without their job/file/stage rows. The
 stage row is written last in every state flush, so when the stored stage row equals the one the
 engine derives from the stored events, every state row of the stage is current; when it does not, the
-loaded entities stay dirty and their rows are all written again (see Replayer._load_stage).
+loaded entities stay dirty and their rows are all written again (see Replayer._load_stage). One case
+keeps the event count and may keep every stage number: a conflicting copy that replaced a stored
+event. Its dead letter is written before its raw row, so the entities named by conflict dead letters
+have their rows written again on every load (conflicts are rare: a few rows).
 
 Every input line ends as an event or a dead letter: undecodable lines, a file that cannot be read as
 JSON lines (the good lines of the other files are kept), conflicting copies of an event, and an event
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -27,12 +31,15 @@ from typing import Any, Callable, Iterable
 from ingest.lines import InputError, iter_input_lines
 from processors.engine import Engine
 from processors.rows import dead_letter_row, raw_event_row, stage_row
-from schemas.events import DeadLetter, Event, InvalidEvent, decode_event, encode_event
-from schemas.queries import where
+from schemas.events import DeadLetter, Event, InvalidEvent, decode_event, encode_event, raw_from_text
+from schemas.queries import literal, where
 from stagewatch.sink import StoreSink
 from stagewatch.store.base import Store
 
 log = logging.getLogger("stagewatch.replay")
+
+#: How the reason of a conflicting copy's dead letter starts (processors.stage.Conflict.reason).
+CONFLICT_REASON_PREFIX = "conflicting duplicate of event_id"
 
 
 @dataclass
@@ -71,6 +78,7 @@ class Replayer:
         self._now = time.time()
         # Engines that resolve conflicting copies of an event_id report them here (processors.stage.Conflict).
         self._take_conflicts: Callable[[], list[Any]] | None = getattr(self.engine, "take_conflicts", None)
+        self._conflicted: dict[tuple[str, str], set[tuple[str, str]]] | None = None  # stage -> {(kind, name)}
 
     def _load_stage(self, key: tuple[str, str]) -> None:
         """Bring a stage's stored events into the engine before its first new event.
@@ -95,8 +103,43 @@ class Replayer:
                         key[0], key[1], n)
         else:
             st.take_dirty()
+            self._redo_conflicted(key)
         if n:
             log.info("replay.stage_loaded campaign=%s stage=%s stored_events=%d", key[0], key[1], n)
+
+    def _redo_conflicted(self, key: tuple[str, str]) -> None:
+        """Keep dirty the loaded entities that conflict dead letters name (and the inputs an output names).
+
+        A replay killed after a winning copy's raw row but before its state rows leaves the stage row
+        right (same events, maybe the same numbers) and the entity's row stale: only its dead letter,
+        written first, tells.
+        """
+        if self._conflicted is None:
+            self._conflicted = self._load_conflicted()
+        names = self._conflicted.get(key)
+        if not names:
+            return
+        st = self.engine.stage(*key)
+        for kind, name in names:
+            if kind == "job" and name in st.jobs:
+                st.dirty_jobs.add(name)
+            elif kind == "file" and name in st.files:
+                st.dirty_files.add(name)
+                view = st.files[name].view
+                st.dirty_files.update(p for p in (view.parents if view is not None else ()) if p in st.files)
+        log.info("replay.conflicted_rows_rewritten campaign=%s stage=%s entities=%d", key[0], key[1], len(names))
+
+    def _load_conflicted(self) -> dict[tuple[str, str], set[tuple[str, str]]]:
+        out: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        for row in self.store.query(f"SELECT DISTINCT raw FROM dead_letter WHERE startsWith(reason, "
+                                    f"{literal(CONFLICT_REASON_PREFIX)})"):
+            try:
+                d = json.loads(raw_from_text(row["raw"]))
+                kind = "job" if d["schema"].startswith("job-") else "file"
+                out.setdefault((d["campaign"], d["stage"]), set()).add((kind, d["job_id" if kind == "job" else "file"]))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue  # not an event of ours: nothing to redo
+        return out
 
     def _state_current(self, key: tuple[str, str], derived: dict[str, Any]) -> bool:
         """Whether the stored stage row is the one the stored events give (then every state row is current).

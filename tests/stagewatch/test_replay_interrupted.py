@@ -23,11 +23,12 @@ import pytest
 
 from ingest.simulator import PRESETS, simulate_many
 from processors.engine import Engine
-from schemas.events import encode_event
+from schemas.events import decode_event, encode_event
 from stagewatch.reading import read_missing_files, read_status
 from stagewatch.replay import replay_paths
 from stagewatch.store import open_store
 from stagewatch.verify import verify
+from tests.builders import job
 
 AS_OF = 1497960000.0
 BATCH, STATE_EVERY = 40, 120  # ~10 flushes per replay of the tiny preset, state written every third
@@ -100,8 +101,8 @@ def expected(events):
     return e.numbers(as_of=AS_OF)
 
 
-def run_replay(url, paths, *, timeout=120, kill_after_s=None, **kill):
-    env = dict(os.environ, URL=url, BATCH=str(BATCH), STATE_EVERY=str(STATE_EVERY),
+def run_replay(url, paths, *, timeout=120, kill_after_s=None, batch=BATCH, state_every=STATE_EVERY, **kill):
+    env = dict(os.environ, URL=url, BATCH=str(batch), STATE_EVERY=str(state_every),
                **{k: str(v) for k, v in kill.items()})
     proc = subprocess.Popen([sys.executable, "-c", SCRIPT, *paths], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
@@ -193,3 +194,31 @@ def test_kill_at_a_random_time_then_replay_again(tmp_path, inputs, expected, see
         assert_trustworthy(url, expected)
     else:  # killed before the store was created: nothing to repair
         assert time.monotonic() - t0 < 30
+
+
+@pytest.mark.skipif(not hasattr(Engine, "take_conflicts"), reason="the engine reports no conflicts yet")
+def test_kill_after_a_winning_copy_replaced_a_stored_event_then_replay_again(tmp_path):
+    """The hardest case: same event count, same stage numbers, only one job's row is stale."""
+    t0 = 1_500_000_000.0
+    base = [job("1", "submitted", t0), job("2", "submitted", t0), job("2", "started", t0 + 1, host="n2")]
+    a, b = (decode_event(encode_event(job("1", "started", t0 + 5, eid="s1", site="S", host=h))) for h in ("h1", "h2"))
+    e = Engine()
+    e.apply(a)
+    e.apply(b)
+    (c,) = e.take_conflicts()
+    first, second = tmp_path / "first.jsonl", tmp_path / "second.jsonl"
+    first.write_bytes(b"".join(encode_event(ev) + b"\n" for ev in base + [c.dropped]))
+    second.write_bytes(encode_event(c.kept) + b"\n")
+    url = f"chdb:{tmp_path / 'store'}"
+    # one flush (raw + state) per file; killed right after the second file's raw write: the winner is stored,
+    # its job row still says the loser's host, and the stage row is right
+    rc, err = run_replay(url, [str(first), str(second)], batch=len(base) + 1, state_every=1,
+                         KILL_TABLE="raw_events", KILL_AT=2, KILL_WHEN="after")
+    assert rc == -signal.SIGKILL, err
+    with open_store(url) as st:
+        (row,) = st.query("SELECT host FROM job_state FINAL WHERE job_id = '1'")
+        assert row["host"] == c.dropped.host  # the damage this test is about
+        replay_paths(st, [str(first), str(second)])
+        assert verify(st).ok
+        (row,) = st.query("SELECT host FROM job_state FINAL WHERE job_id = '1'")
+        assert row["host"] == c.kept.host
