@@ -145,15 +145,20 @@ def convert_condor_log(
     not_a_log = getattr(condor_log, "NotAJobEventLog", ValueError)
     if not path.is_file():
         raise UserError(f"No HTCondor log at {path}; check the path.")
+    def at_least_one(events: Any) -> Any:
+        """The events; none at all is an error raised before --out is put in place."""
+        n = 0
+        for n, ev in enumerate(events, 1):
+            yield ev
+        if n == 0:  # a reader that does not raise NotAJobEventLog itself
+            raise not_a_log(f"{path} has no HTCondor job events: is it a job event log (the submit file's "
+                            "`log = ...`)?")
+
     try:
-        n = write_jsonl(condor_log.convert_log(str(path), campaign=campaign, stage=stage, submission=submission,
-                                               schedd=schedd), out)
+        n = write_jsonl(at_least_one(condor_log.convert_log(str(path), campaign=campaign, stage=stage,
+                                                            submission=submission, schedd=schedd)), out)
     except not_a_log as exc:
         err.print(f"[red]error:[/] {esc(exc)}", highlight=False)
-        raise typer.Exit(1)
-    if n == 0:  # an older reader that does not raise for an empty conversion
-        err.print(f"[red]error:[/] no HTCondor job events in {esc(path)}: is it a job event log (the submit "
-                  "file's `log = ...`)?", highlight=False)
         raise typer.Exit(1)
     err.print(f"converted {n} job events from {esc(path)}", highlight=False)
 
@@ -286,9 +291,8 @@ def files(
     format: Fmt = typer.Option(Fmt.table, "--format"),
 ) -> None:
     """Drill down from a file number to its files (bucket, deliveries, outputs)."""
-    from stagewatch.reading import read_files
-
     from schemas.queries import bucket_filter
+    from stagewatch.reading import read_files
 
     try:
         bucket_filter(bucket)
@@ -486,10 +490,12 @@ def _remove_demo_store(path: str) -> None:
     if not os.path.lexists(path):
         return
     marker = read_marker(path) if os.path.isdir(path) and not os.path.islink(path) else None
-    if marker is None or marker.get("kind") != "demo":
-        what = "a stagewatch store with real numbers" if marker is not None else "not a store created by stagewatch demo"
-        raise UserError(f"{path} is {what} (no demo {MARKER} marker); refusing to delete it. Pass another --store "
-                        "chdb:PATH, or --keep to add the demo to it.")
+    if marker is None:
+        raise UserError(f"{path} is not a store created by `stagewatch demo` (no {MARKER} marker); refusing to "
+                        "delete it. Pass another --store chdb:PATH (the default is ./stagewatch-demo).")
+    if marker.get("kind") != "demo":
+        raise UserError(f"{path} is a stagewatch store with real numbers, not the demo's; refusing to delete it. "
+                        "Pass another --store chdb:PATH, or --keep to add the demo's events to it.")
     shutil.rmtree(path)
     logging.getLogger("stagewatch.cli").info("demo.store_removed path=%s", path)
 
