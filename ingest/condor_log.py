@@ -9,16 +9,23 @@ what the bindings do not do:
   per-attempt bookkeeping (``wall_s``, host, site, cores of the running attempt);
 * event ids that are stable across reruns and across growth of the log (see :func:`event_id`);
 * a resumable follower (:class:`LogFollower`) whose position only advances when the caller says the events
-  were durably published, so a crash (even ``kill -9``) never loses an event and never renames one.
+  were durably published, so a crash (even ``kill -9``) never loses an event and never renames one, and
+  which follows the log through rotations (HTCondor's ``.old`` / ``.1``, ``.2``, ... and users' renames
+  or copy-truncate), finishing the old file before the new one;
+* records checked against the contract the way every consumer checks them, and counts (:class:`ReadStats`)
+  of everything skipped; a file with no event at all is :class:`NotAJobEventLog`.
 
-Two quirks of ``htcondor2.JobEventLog`` shape the reader (both verified against htcondor 25.14):
+Three quirks of ``htcondor2.JobEventLog`` shape the reader (verified against htcondor 25.14):
 
 * A reader that hits a file ending in the first bytes of an event header (``0``, ``00``, ``005``) stops for
   good, even after the rest is appended.  So the reader is reopened at the last good byte offset on every
   poll, and it is never asked for an event beyond the last complete ``...`` separator line.
 * An event HTCondor cannot parse raises ``HTCondorException`` (``ULOG_RD_ERROR``) or ends the iteration
-  early (a stray line).  Such a segment is skipped up to the next ``...`` line with a warning, which is
-  deterministic, so ids of the events after it stay stable.
+  early (a stray line).  Such a segment is skipped up to the next ``...`` line or event header with a
+  warning and a count, which is deterministic, so ids of the events after it stay stable.
+* The format (text, XML, JSON) is decided from the first bytes of the file at every open, whatever the
+  offset: a log that starts with anything but an event yields nothing at all.  Such a log is read through
+  temporary copies that start at the offset (:func:`_reader_at`).
 
 The byte offset of the reader is exposed only through pickling (``JobEventLog.__getstate__`` returns
 ``(state, offset)``; ``__setstate__`` reopens and seeks), which the bindings document as the way to resume
