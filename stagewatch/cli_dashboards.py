@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -15,7 +16,7 @@ from dashboards.chquery import DATASOURCE_UID
 from processors.numbers import STALL_THRESHOLD_S
 from stagewatch.console import esc
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # soft wrap: paths and URLs are never broken across lines
 
 dashboards_app = typer.Typer(no_args_is_help=True, help=(
     "Grafana dashboards, data source and alert rules as code (grafana-foundation-sdk). "
@@ -157,13 +158,31 @@ def report_cmd(
     from stagewatch.cli import open_read, parse_time, require_known
     from stagewatch.report import build_report
 
+    if not out.parent.is_dir():
+        err.print(f"[red]error:[/] cannot write {esc(out)}: the directory {esc(out.parent)} does not exist.",
+                  highlight=False)
+        raise typer.Exit(1)
     # A read command: a missing store (a typo in the path) is an error naming it, never a new empty store,
     # and a read-only ClickHouse user can run it.
     with open_read(store) as st:
         require_known(st, campaign, None)
         page = build_report(st, campaign=campaign, as_of=parse_time(as_of), threshold_s=stall_threshold_hours * 3600)
-    out.write_text(page, encoding="utf-8")
+    try:
+        _write_atomically(out, page)
+    except OSError as exc:
+        err.print(f"[red]error:[/] cannot write {esc(out)}: {esc(exc.strerror or exc)}.", highlight=False)
+        raise typer.Exit(1)
     err.print(f"wrote {esc(out)} ({len(page):,} bytes)", highlight=False)
+
+
+def _write_atomically(out: Path, text: str) -> None:
+    """Write under a temporary name, then rename: an interrupted run never leaves half a page at `out`."""
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def register(app: typer.Typer) -> None:
