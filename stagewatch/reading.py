@@ -61,26 +61,32 @@ def read_job(store: Store, campaign: str, stage: str, job_id: str) -> dict[str, 
     }
 
 
-def known_stages(store: Store) -> list[tuple[str, str]]:
-    return [(r["campaign"], r["stage"]) for r in
-            store.query("SELECT DISTINCT campaign, stage FROM stage_numbers ORDER BY campaign, stage")]
+def known_stages(store: Store, tables: tuple[str, ...] = ("stage_numbers",)) -> list[tuple[str, str]]:
+    """The (campaign, stage) pairs that have rows in any of `tables`."""
+    found: set[tuple[str, str]] = set()
+    for table in tables:
+        found.update((r["campaign"], r["stage"]) for r in
+                     store.query(f"SELECT DISTINCT campaign, stage FROM {table}"))
+    return sorted(found)
 
 
 class UnknownStage(LookupError):
     """A campaign or stage the store has no numbers for; the message lists the known ones."""
 
 
-def require_known(store: Store, campaign: str | None, stage: str | None) -> None:
+def require_known(store: Store, campaign: str | None, stage: str | None, *,
+                  tables: tuple[str, ...] = ("stage_numbers",)) -> None:
     """Raise UnknownStage unless the store has numbers for this campaign (and stage).
 
     One cheap query (DISTINCT over stage_numbers): callers run it only when a filtered read came back
-    empty, so `stagewatch status` pays nothing when names match.
+    empty, so `stagewatch status` pays nothing when names match. `verify` also counts stages that
+    only have raw events (an interrupted replay): those are what it must report, not "unknown".
     """
     from stagewatch.console import did_you_mean
 
     if campaign is None and stage is None:
         return
-    known = known_stages(store)
+    known = known_stages(store, tables)
     campaigns = sorted({c for c, _ in known})
     if campaign is not None and campaign not in campaigns:
         raise UnknownStage(f"No campaign {campaign!r} in this store; " + did_you_mean(campaign, campaigns, "campaign"))

@@ -107,3 +107,16 @@ def test_a_capped_jobs_list_says_so(capsys, store):
 
     code, out, err = run_cli(capsys, "jobs", *_sel("big", "many", store), "--state", "idle", "--limit", "59")
     assert code == 0 and "showing 59 of 60 jobs" in flat(err)
+
+
+def test_verify_of_a_stage_with_raw_events_only_reports_it(capsys, tmp_path):
+    """An interrupted replay can leave raw events without a stage row: verify must name that stage's
+    differences (exit 1), not call the stage unknown."""
+    url = f"chdb:{tmp_path / 'store'}"
+    with open_store(url) as st:
+        replay_events(st, [job("1.0", "submitted", T0)])
+        (raw,) = st.query("SELECT * FROM raw_events")
+        st.insert("raw_events", [dict(raw, campaign="ghost", stage="g", event_id="ghost-1")])
+    code, out, err = run_cli(capsys, "verify", "--campaign", "ghost", "--stage", "g", "--store", url)
+    assert code == 1, (out, err)
+    assert "verify failed" in err and "ghost" in out
