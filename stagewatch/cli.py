@@ -34,8 +34,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="
 convert_app = typer.Typer(no_args_is_help=True, help="Convert other formats to stagewatch events (JSON lines).")
 app.add_typer(convert_app, name="convert")
 
-StoreOpt = typer.Option(None, "--store", help=f"chdb:PATH (embedded) or clickhouse://user:pass@host:port/db. "
-                                              f"Default: $STAGEWATCH_STORE or {DEFAULT_STORE}.")
+StoreOpt = typer.Option(None, "--store", help=f"chdb:PATH (embedded) or clickhouse://user:pass@host:port/db "
+                                              "(optionally ?connect_timeout=S&send_receive_timeout=S; defaults 10 "
+                                              f"and 300). Default: $STAGEWATCH_STORE or {DEFAULT_STORE}.")
 
 
 class UserError(Exception):
