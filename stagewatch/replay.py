@@ -131,8 +131,8 @@ class Replayer:
 
     def _load_conflicted(self) -> dict[tuple[str, str], set[tuple[str, str]]]:
         out: dict[tuple[str, str], set[tuple[str, str]]] = {}
-        for row in self.store.query(f"SELECT DISTINCT raw FROM dead_letter WHERE startsWith(reason, "
-                                    f"{literal(CONFLICT_REASON_PREFIX)})"):
+        like = literal(CONFLICT_REASON_PREFIX.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "%")
+        for row in self.store.query(f"SELECT DISTINCT raw FROM dead_letter WHERE reason LIKE {like}"):
             try:
                 d = json.loads(raw_from_text(row["raw"]))
                 kind = "job" if d["schema"].startswith("job-") else "file"
