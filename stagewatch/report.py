@@ -53,6 +53,10 @@ def json_for_script(data: Any) -> str:
     return json.dumps(_finite(data), sort_keys=True, ensure_ascii=False, allow_nan=False).translate(_JSON_IN_HTML)
 
 
+DATETIME_MAX = 2**32 - 1
+"""The last second a ClickHouse DateTime holds (UInt32)."""
+
+
 def _fmt(col: str, value: Any) -> str:
     if value is None:
         return "–"
@@ -86,7 +90,7 @@ def collect(store: Store, *, campaign: str | None = None, as_of: float | None = 
     stages = []
     for s in status["stages"]:
         w = where_sql(s["campaign"], s["stage"])
-        tr = TimeRange(0, as_of, 3600)
+        tr = TimeRange(0, min(as_of, DATETIME_MAX), 3600)  # a later --as-of would wrap in toDateTime
         stages.append({
             "campaign": s["campaign"], "stage": s["stage"], "stalled": s["stalled"],
             "input_files": s["input_files"],
@@ -192,7 +196,10 @@ JS = r"""
       s.appendChild(el('line', {x1: l, y1: Y(stage.input_files), x2: w - r, y2: Y(stage.input_files),
                                 stroke: '#3b6fd8', 'stroke-dasharray': '3 3', opacity: 0.6}));
     }
-    function day(v) { return new Date(v * 1000).toISOString().slice(5, 16).replace('T', ' '); }
+    function day(v) {  // total: a time no Date holds is shown as its Unix seconds (toISOString would throw)
+      var d = new Date(v * 1000);
+      return isNaN(d.getTime()) ? String(v) : d.toISOString().slice(5, 16).replace('T', ' ');
+    }
     s.appendChild(el('text', {x: l, y: h - b + 14}, day(x0)));
     s.appendChild(el('text', {x: w - r, y: h - b + 14, 'text-anchor': 'end'}, day(x1)));
     lines.forEach(function (ln, i) {

@@ -91,6 +91,19 @@ def test_report_renders_in_headless_chromium(chdb_loaded: Loaded, tmp_path: Path
 
 
 @needs_chromium
+def test_report_as_of_beyond_any_date_renders(chdb_loaded: Loaded, tmp_path: Path) -> None:
+    """An --as-of no JavaScript Date holds (year 318857) still draws every chart: the axis shows seconds."""
+    out = tmp_path / "far.html"
+    out.write_text(build_report(chdb_loaded.store, as_of=1e13), encoding="utf-8")
+    dom = chromium(out, tmp_path, "--dump-dom")
+    assert dom.returncode == 0 and console_lines(dom.stderr) == [], dom.stderr[-2000:]
+    n_stages = len(collect(chdb_loaded.store)["stages"])
+    assert f'data-charts-rendered="{3 * n_stages}"' in dom.stdout
+    assert dom.stdout.count('class="series"') >= n_stages  # progress still drawn (series clamped to DateTime)
+    assert ">10000000000000<" in dom.stdout  # the axis label: the time as Unix seconds
+
+
+@needs_chromium
 def test_console_check_catches_a_broken_page(tmp_path: Path) -> None:
     """The console check above can fail: a page whose script throws is caught."""
     bad = tmp_path / "bad.html"
