@@ -18,7 +18,8 @@ import pytest
 from dashboards import alerts, build
 from dashboards.alerts import AlertOptions, evaluate_rule
 from dashboards.macros import ALL, TimeRange, Variable, expand
-from processors.numbers import NUMBERS
+from processors.numbers import NUMBERS, ratio_pct
+from schemas import queries as sq
 from stagewatch.reading import read_job, read_jobs, read_missing_files, read_status
 from stagewatch.report import build_report, collect
 from stagewatch.store.base import Store
@@ -144,3 +145,42 @@ def test_glossary_documents_the_zero_divisor_value(name: str) -> None:
     definition = next(n.definition for n in NUMBERS if n.name == name)
     assert ("0 when the stage has no input files" in definition if name == "completion_pct"
             else "null when there are none" in definition)
+
+
+def _status_expression(alias: str) -> str:
+    """The SELECT item of STATUS_SQL that defines `alias` (its text, unchanged)."""
+    body = sq.STATUS_SQL.split("SELECT", 1)[1].split("FROM stage_numbers", 1)[0]
+    items, depth, cur = [], 0, ""
+    for ch in body:
+        depth += (ch == "(") - (ch == ")")
+        if ch == "," and depth == 0:
+            items.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    items.append(cur)
+    (item,) = [i for i in items if i.strip().endswith(f" AS {alias}")]
+    return item.strip()[: -len(f" AS {alias}")]
+
+
+def test_ratios_round_exactly_as_ratio_pct(loaded: Loaded) -> None:
+    """STATUS_SQL's own expressions over a grid of (n, d), zero divisors included: equal to
+    processors.numbers.ratio_pct to the last digit wherever d > 0, the documented value where d = 0."""
+    pairs = [(n, d) for d in range(0, 41) for n in range(0, d + 3)]
+    pairs += [(1, 2000), (1, 2001), (1, 1999), (3, 6000), (10**12 + 1, 3 * 10**12), (2, 3), (1, 8), (7, 7)]
+    sql = f"""
+SELECT n, d, {_status_expression("completion_pct")} AS completion_pct,
+       {_status_expression("cpu_efficiency_pct")} AS cpu_efficiency_pct
+FROM (
+    SELECT tupleElement(p, 1) AS n, tupleElement(p, 2) AS d,
+           toUInt64(n) AS files_located, toUInt64(d) AS input_files,
+           toUInt64(n) AS cpu_ms, toUInt64(d) AS core_wall_ms, toUInt64(1) AS cpu_terminations
+    FROM (SELECT arrayJoin([{", ".join(f"({n}, {d})" for n, d in pairs)}]) AS p)
+) AS grid
+"""
+    rows = loaded.store.query(sql)
+    assert len(rows) == len(pairs)
+    for r in rows:
+        n, d = int(r["n"]), int(r["d"])
+        assert r["completion_pct"] == (ratio_pct(n, d) if d else 0.0), (n, d)
+        assert r["cpu_efficiency_pct"] == (ratio_pct(n, d) if d else None), (n, d)
