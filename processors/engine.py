@@ -11,7 +11,7 @@ from typing import Any, Iterable, Iterator
 
 from processors.numbers import STALL_THRESHOLD_S
 from processors.rows import file_row, job_attempt_rows, job_row, stage_row
-from processors.stage import StageState
+from processors.stage import Conflict, StageState
 from schemas.events import Event
 
 StageKey = tuple[str, str]
@@ -20,20 +20,32 @@ StageKey = tuple[str, str]
 class Engine:
     def __init__(self) -> None:
         self.stages: dict[StageKey, StageState] = {}
+        self._conflicts: list[Conflict] = []  # shared with every stage: take_conflicts is O(1) when empty
 
     def stage(self, campaign: str, stage: str) -> StageState:
         key = (campaign, stage)
         st = self.stages.get(key)
         if st is None:
-            st = self.stages[key] = StageState(campaign, stage)
+            st = self.stages[key] = StageState(campaign, stage, self._conflicts)
         return st
 
     def apply(self, ev: Event) -> bool:
-        """Apply one event; False when it is a duplicate (same event_id already applied)."""
+        """Apply one event; True when it changed the state: a new event, or a conflicting copy of a stored
+        event that wins (smaller content hash) and replaces it. False for an exact duplicate or a losing copy.
+        """
         return self.stage(ev.campaign, ev.stage).apply(ev)
 
+    def take_conflicts(self) -> list[Conflict]:
+        """The conflicting copies seen since the last call (each: kept, dropped, reason), oldest first."""
+        c = self._conflicts
+        if not c:
+            return []
+        out = c[:]
+        c.clear()
+        return out
+
     def apply_all(self, events: Iterable[Event]) -> int:
-        """Apply events; returns how many were new."""
+        """Apply events; returns how many changed the state (see apply)."""
         n = 0
         for ev in events:
             if self.stage(ev.campaign, ev.stage).apply(ev):

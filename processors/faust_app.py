@@ -52,6 +52,7 @@ import gc
 import logging
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,18 +63,19 @@ from ingest.kafka_io import (
     partition_for_key,
 )
 from processors.recovery_watchdog import RESTART_EXIT, RecoveryProbe, RecoveryWatchdog
-from processors.rows import raw_event_row
+from processors.rows import dead_letter_row, raw_event_row
 from processors.stream import (
     Link, LinkBatch, StageAggregator, StepResult, apply_file_inputs, apply_job_events, decode_contribution_batch,
     decode_link_batch, encode_message, entity_key, stage_key,
 )
-from schemas.events import FileEvent, InvalidEvent, JobEvent, decode_event
+from schemas.events import DeadLetter, FileEvent, InvalidEvent, JobEvent, decode_event, encode_event
 from stagewatch.metrics import WorkerMetrics
 from stagewatch.sink import StoreSink
 
 log = logging.getLogger("stagewatch.worker")
 
 FATAL_EXIT = 70  # EX_SOFTWARE: the batch was not acked; a restart re-processes it
+STOPPED_EXIT = 0  # asked to stop (SIGTERM/SIGINT) while a write was retrying: the batch was not acked
 
 
 @dataclass
@@ -96,6 +98,11 @@ class WorkerConfig:
     fast_consumer: bool = True
     log_level: str = "info"
     recovery_stall_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        # faust.Worker chdirs into the workdir before the app opens its datadir: a relative path would
+        # then name a directory inside itself (FileNotFoundError at start with the default workdir).
+        self.workdir = str(Path(self.workdir).expanduser().resolve())
 
     @property
     def topics(self) -> Topics:
@@ -495,6 +502,7 @@ class StreamWorker:
 
         self.cfg = cfg
         self.metrics = WorkerMetrics()
+        self.stopping = threading.Event()  # set on SIGTERM/SIGINT: interrupts the sinks' retry waits
         self.topics = cfg.topics
         self.partitions = self._prepare_topics()
         if store_factory is None:
@@ -615,7 +623,7 @@ class StreamWorker:
         if io is None:
             store = self._store_factory(create=False)  # the schema was ensured once, in _check_store
             producer = SafeProducer(self.cfg.kafka, client_id=f"{self.cfg.app_id}-{name}", linger_ms=2)
-            sink = StoreSink(store, retry_for_s=float("inf"), on_flush=self.metrics.on_sink_flush)
+            sink = StoreSink(store, retry_for_s=float("inf"), on_flush=self.metrics.on_sink_flush, stop=self.stopping)
             io = self.io[name] = AgentIO(name, producer, sink, concurrent.futures.ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix=f"sink-{name}"))
         return io
@@ -637,14 +645,30 @@ class StreamWorker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug or a non-retryable store error: do not ack
+            self._exit_if_stopping(io, exc)
             fatal("agent=%s commit_failed error=%r", io.name, exc)
+
+    def _exit_if_stopping(self, io: AgentIO, exc: Exception) -> None:
+        """A stop request gave up a retrying write (StoreSink's `stop`): leave now, acking nothing.
+
+        Faust's graceful shutdown would wait for this very batch; its offsets are not committed, so the
+        next start reads it again (nothing is lost, nothing counts twice).
+        """
+        if self.stopping.is_set():
+            log.warning("worker.stopped_during_write agent=%s error=%s action=exit code=%d (the batch is not "
+                        "committed: it is processed again at the next start)", io.name, exc, STOPPED_EXIT)
+            exit_now(STOPPED_EXIT)
+
+    def request_stop(self, reason: str) -> None:
+        """SIGTERM/SIGINT: sink writes that are retrying give up at once (see _exit_if_stopping)."""
+        log.info("worker.stop_requested signal=%s", reason)
+        self.stopping.set()
 
     def _reject(self, io: AgentIO, r: _Rejected) -> None:
         position = f"{r.partition}/{r.offset}"
         io.producer.produce(self.topics.dead_letter, r.raw, r.key,
                             headers=dead_letter_headers(r.reason, r.topic, position))
-        io.sink.add("dead_letter", {"received_ts": time.time(), "source": r.topic, "position": position,
-                                    "reason": r.reason, "raw": r.raw.decode("utf-8", "replace")})
+        io.sink.add("dead_letter", dead_letter_row(DeadLetter(r.topic, position, r.reason, r.raw), time.time()))
         self.metrics.dead_letters.labels(r.topic).inc()
         log.warning("worker.dead_letter topic=%s position=%s reason=%s", r.topic, position, r.reason)
 
@@ -662,6 +686,10 @@ class StreamWorker:
             ev = decode_event(raw)
         except InvalidEvent as exc:
             return rejected(str(exc))
+        except Exception as exc:  # decode_event should raise only InvalidEvent; one message must never stop us
+            log.error("worker.decode_error topic=%s position=%s/%s error=%r", msg.topic, msg.partition, msg.offset,
+                      exc)
+            return rejected(f"could not be decoded ({type(exc).__name__}: {exc})")
         if not isinstance(ev, want):
             other = "job-event/1" if isinstance(ev, JobEvent) else "file-event/1"
             dest = self.topics.job_events if isinstance(ev, JobEvent) else self.topics.file_events
@@ -672,6 +700,24 @@ class StreamWorker:
             return rejected(f"message key {key!r} is not the event's {what} {entity!r}; events must be keyed by "
                             f"{what} so that all events of one {what.replace('_id', '')} reach the same worker")
         return ev, None
+
+    def _raw_rows(self, io: AgentIO, events: list[Any], origin: dict[int, Any], res: StepResult) -> None:
+        """Raw rows of the batch's events except conflicting copies that lost, which are dead letters.
+
+        A losing copy's row would replace the winner's (raw_events keeps the last row per event_id); a
+        winner's row, written after the loser's, replaces it.
+        """
+        now = time.time()
+        dropped: set[int] = set()
+        for c in res.conflicts:
+            dropped.add(id(c.dropped))
+            fev = origin.get(id(c.dropped)) or origin.get(id(c.kept))  # the message that met the other copy
+            msg = fev.message
+            raw = bytes(msg.value) if origin.get(id(c.dropped)) is fev else encode_event(c.dropped)
+            self._reject(io, _Rejected(msg.topic, msg.partition, msg.offset, msg.key, raw, c.reason))
+        for ev in events:
+            if id(ev) not in dropped:
+                io.sink.add("raw_events", raw_event_row(ev, origin[id(ev)].message.topic, now))
 
     def _write_step(self, io: AgentIO, table: TableState, res: StepResult, partition_of: dict[str, int]) -> None:
         producer = io.producer
@@ -736,8 +782,8 @@ class StreamWorker:
         await self._run_agent("stage", stream, min(self.cfg.batch_within_s, 0.2), self._process_contributions)
 
     def _process_jobs(self, io: AgentIO, batch: list[Any]) -> bool:
-        now = time.time()
         events: list[JobEvent] = []
+        origin: dict[int, Any] = {}  # id(event) -> its message
         partition_of: dict[str, int] = {}
         for fev in batch:
             ev, bad = self._decode(fev, JobEvent)
@@ -745,17 +791,18 @@ class StreamWorker:
                 self._reject(io, bad)
                 continue
             events.append(ev)
+            origin[id(ev)] = fev
             partition_of[entity_key(ev.campaign, ev.stage, ev.job_id)] = fev.message.partition
-            io.sink.add("raw_events", raw_event_row(ev, fev.message.topic, now))
         res = apply_job_events(self.jobs.view(), events)
+        self._raw_rows(io, events, origin, res)
         self._write_step(io, self.jobs, res, partition_of)
         if res.duplicates:
             self.metrics.duplicates.labels(self.topics.job_events).inc(res.duplicates)
         return True
 
     def _process_files(self, io: AgentIO, batch: list[Any]) -> bool:
-        now = time.time()
         events: list[FileEvent] = []
+        origin: dict[int, Any] = {}
         links: list[Link] = []
         partition_of: dict[str, int] = {}
         links_topic = self.cfg.links_topic
@@ -771,9 +818,10 @@ class StreamWorker:
                 self._reject(io, bad)
                 continue
             events.append(ev)
+            origin[id(ev)] = fev
             partition_of[entity_key(ev.campaign, ev.stage, ev.file)] = msg.partition
-            io.sink.add("raw_events", raw_event_row(ev, msg.topic, now))
         res = apply_file_inputs(self.files.view(), events, links)
+        self._raw_rows(io, events, origin, res)
         self._write_step(io, self.files, res, partition_of)
         if res.duplicates:
             self.metrics.duplicates.labels(self.topics.file_events).inc(res.duplicates)
@@ -807,6 +855,7 @@ class StreamWorker:
         try:
             await loop.run_in_executor(io.executor, io.sink.flush)
         except Exception as exc:
+            self._exit_if_stopping(io, exc)
             fatal("agent=stage-rows sink_failed error=%r", exc)
         log.info("worker.stage_rows stages=%d events=%s", len(rows), ",".join(str(r["events"]) for r in rows))
 
@@ -870,8 +919,15 @@ class StreamWorker:
         watchdog = RecoveryWatchdog(self._recovery_probe, self._on_recovery_stalled,
                                     timeout_s=self.cfg.recovery_stall_timeout_s)
         watchdog.start()
-        worker = faust.Worker(self.app, loglevel=self.cfg.log_level, quiet=True, workdir=self.cfg.workdir,
-                              redirect_stdouts=False)
+        request_stop = self.request_stop
+
+        class Worker(faust.Worker):  # type: ignore[misc]
+            def _schedule_shutdown(self, signal: Any) -> None:  # mode's SIGTERM/SIGINT handlers call this
+                request_stop(getattr(signal, "name", str(signal)))
+                super()._schedule_shutdown(signal)
+
+        worker = Worker(self.app, loglevel=self.cfg.log_level, quiet=True, workdir=self.cfg.workdir,
+                        redirect_stdouts=False)
         try:
             worker.execute_from_commandline()
         finally:

@@ -77,6 +77,7 @@ class JobSummary:
     badput_core_ms: int = 0
     submission: str | None = None
     last_terminated_ts: float | None = None
+    version: int = 0  # of the job's event set (processors.stage.entity_version), set by whoever holds the set
 
     @property
     def restarts(self) -> int:

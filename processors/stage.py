@@ -5,24 +5,100 @@ parents). The stage re-derives only those entities from their own events and app
 of their contributions to the counters. No update ever walks the whole stage, which is what keeps
 the numbers cheap at 100,000 jobs; and because each entity's contribution is a pure function of its
 set of events, arrival order and duplicates cannot change a number.
+
+Conflicting copies (two events with one event_id and different content) are resolved the same way in
+any order: the copy whose canonical content (schemas.events.encode_event) has the smaller blake2b
+digest wins, and each conflict is recorded (``Conflict``) for the caller to dead-letter the loser.
+Content is hashed only when an event_id is already present, never on the new-event path.
+
+Versions. An entity's version is ``events * VERSION_UNIT``, plus, once a conflict has replaced one of
+its events in this process, a bonus per event that is larger the smaller its digest
+(``content_bonus``). So a winning copy gives its entity a strictly greater version than the loser's
+state (same event count, larger bonus); the bonus of a whole entity stays below one VERSION_UNIT
+(entities of fewer than 2**16 events), so an entity rebuilt without the bonus (a restart) still
+outranks every stored row once it changes: a new event adds a whole unit, a new conflict turns the
+bonus on again for every event, which is at least what any earlier process computed.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
+from dataclasses import dataclass
 from typing import Any
 
 from processors import files as filemod
 from processors import jobs as jobmod
 from processors.contributions import StageCounters
 from processors.numbers import STALL_THRESHOLD_S
-from schemas.events import Event, FileEvent, JobEvent
+from schemas.events import Event, FileEvent, JobEvent, encode_event
+
+#: One event's worth of version (see the module doc): the conflict bonus of an entity stays below it.
+VERSION_UNIT = 1 << 36
+_BONUS_BITS = 20  # bonus per event < 2**20, so entities of up to 2**16 events keep it below one unit
+
+
+def content_digest(ev: Any) -> bytes:
+    """Stable digest of an event's canonical content (not Python's hash(): the same in every process)."""
+    return hashlib.blake2b(encode_event(ev), digest_size=16).digest()
+
+
+def content_bonus(digest: bytes) -> int:
+    """Version bonus of an event: grows as its digest gets smaller (the winning direction)."""
+    return ((1 << _BONUS_BITS) - 1) - (int.from_bytes(digest[:8], "big") >> (64 - _BONUS_BITS))
+
+
+def entity_version(events: Any, hashed: bool) -> int:
+    """Version of an entity's event set (module doc); the digests are computed only for `hashed` ones."""
+    v = len(events) * VERSION_UNIT
+    if hashed:
+        v += sum(content_bonus(content_digest(e)) for e in events)
+    return v
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """Two copies of one event_id with different content: the one kept and the one dropped."""
+
+    kept: Any
+    dropped: Any
+    kept_digest: bytes = b""
+    dropped_digest: bytes = b""
+
+    @property
+    def reason(self) -> str:
+        return (f"conflicting duplicate of event_id {self.kept.event_id!r}: kept the copy with the smaller content "
+                f"hash ({self.kept_digest.hex()[:12]} < {self.dropped_digest.hex()[:12]})")
+
+
+def resolve(stored: Any, arriving: Any) -> Conflict | None:
+    """Which of two copies of one event_id wins; None when their canonical content is the same."""
+    a, b = encode_event(stored), encode_event(arriving)
+    if a == b:
+        return None
+    da, db = hashlib.blake2b(a, digest_size=16).digest(), hashlib.blake2b(b, digest_size=16).digest()
+    if (db, b) < (da, a):
+        return Conflict(arriving, stored, db, da)
+    return Conflict(stored, arriving, da, db)
+
+
+def find_copy(keys: list[tuple[float, int, str]], key: tuple[float, int, str]) -> int:
+    """Index of the stored event with key[2]'s event_id: by bisection when it has the same key (an exact
+    duplicate, the common case), else by a scan (a conflicting copy, rare)."""
+    i = bisect.bisect_left(keys, key)
+    if i < len(keys) and keys[i] == key:
+        return i
+    eid = key[2]
+    for j, k in enumerate(keys):
+        if k[2] == eid:
+            return j
+    raise KeyError(eid)  # pragma: no cover - the caller checked that the event_id is present
 
 
 class _Entity:
     """The sorted, de-duplicated events of one job or file, plus its current derived view."""
 
-    __slots__ = ("name", "keys", "events", "eids", "view", "bucket", "version")
+    __slots__ = ("name", "keys", "events", "eids", "view", "bucket", "version", "hashed")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -32,12 +108,14 @@ class _Entity:
         self.view: Any = None
         self.bucket: str | None = None  # input files: the glossary bucket, set when the file is refreshed
         self.version = 0
+        self.hashed = False  # a conflict replaced one of its events: versions include the content bonus
 
-    def add(self, key: tuple[float, int, str], ev: Any) -> bool:
-        """Insert in order; False when an event with this event_id is already here."""
+    def add(self, key: tuple[float, int, str], ev: Any) -> "bool | Conflict":
+        """Insert in order. True: a new event; False: an exact duplicate; a Conflict: another copy of this
+        event_id was here (the state changed only if ``conflict.kept is ev``)."""
         eid = key[2]
         if eid in self.eids:
-            return False
+            return self._other_copy(key, ev)
         self.eids.append(eid)
         keys = self.keys
         if not keys or key >= keys[-1]:
@@ -49,11 +127,31 @@ class _Entity:
             self.events.insert(i, ev)
         return True
 
+    def _other_copy(self, key: tuple[float, int, str], ev: Any) -> "bool | Conflict":
+        i = find_copy(self.keys, key)
+        old = self.events[i]
+        if old == ev:
+            return False
+        c = resolve(old, ev)
+        if c is None:
+            return False
+        if c.kept is ev:
+            del self.keys[i], self.events[i]
+            j = bisect.bisect(self.keys, key)
+            self.keys.insert(j, key)
+            self.events.insert(j, ev)
+            self.hashed = True
+        return c
+
+    def own_version(self) -> int:
+        """The version of this entity's own event set (module doc)."""
+        return entity_version(self.events, self.hashed)
+
 
 class StageState:
     """Counters and entity state of one (campaign, stage)."""
 
-    def __init__(self, campaign: str, stage: str) -> None:
+    def __init__(self, campaign: str, stage: str, conflicts: list[Conflict] | None = None) -> None:
         self.campaign = campaign
         self.stage = stage
         self.jobs: dict[str, _Entity] = {}
@@ -65,10 +163,15 @@ class StageState:
         self._stale_jobs: set[str] = set()
         self._stale_files: set[str] = set()
         self._strings: dict[str, str] = {}  # one object per distinct site/host/...: a week repeats a few hundred
+        self.conflicts: list[Conflict] = [] if conflicts is None else conflicts  # appended to; the Engine takes them
+        self._times_stale = False  # a replaced event's ts may still be in the stage's first/last/progress ts
 
     # -- applying events -------------------------------------------------------------------------
     def apply(self, ev: Event) -> bool:
-        """Apply one event; False (and nothing changes) when it is a duplicate."""
+        """Apply one event; False (and nothing changes) when it is a duplicate or a losing conflicting copy.
+
+        True for a new event and for a conflicting copy that replaced the stored one (in ``conflicts``).
+        """
         if type(ev) is JobEvent:
             ok = self._apply_job(ev)
         else:
@@ -87,8 +190,10 @@ class StageState:
         ent = self.jobs.get(ev.job_id)
         if ent is None:
             ent = self.jobs[ev.job_id] = _Entity(ev.job_id)
-        if not ent.add(jobmod.sort_key(ev), ev):
-            return False
+        r = ent.add(jobmod.sort_key(ev), ev)
+        if r is not True:
+            if r is False or not self._conflict(r, ev):
+                return False
         ev.job_id, ev.campaign, ev.stage = ent.name, self.campaign, self.stage
         strings = self._strings  # interned inline: a call per field costs more than the lookup
         if ev.site is not None:
@@ -104,8 +209,10 @@ class StageState:
         ent = self.files.get(ev.file)
         if ent is None:
             ent = self.files[ev.file] = _Entity(ev.file)
-        if not ent.add(filemod.sort_key(ev), ev):
-            return False
+        r = ent.add(filemod.sort_key(ev), ev)
+        if r is not True:
+            if r is False or not self._conflict(r, ev):
+                return False
         ev.file, ev.campaign, ev.stage = ent.name, self.campaign, self.stage
         strings = self._strings
         if ev.job_id is not None:
@@ -113,6 +220,14 @@ class StageState:
         if ev.submission is not None:
             ev.submission = strings.setdefault(ev.submission, ev.submission)
         self._stale_files.add(ent.name)
+        return True
+
+    def _conflict(self, c: Conflict, ev: Event) -> bool:
+        """Record a conflict; True when the arriving copy won (its entity changed)."""
+        self.conflicts.append(c)
+        if c.kept is not ev:
+            return False
+        self._times_stale = True
         return True
 
     def settle(self) -> None:
@@ -124,8 +239,9 @@ class StageState:
         if self._stale_jobs:
             for job_id in self._stale_jobs:
                 ent = self.jobs[job_id]
-                ent.view = jobmod.summarize_job(ent.events)
-                self.totals.apply("job:" + job_id, len(ent.events), ent.view.contribution())
+                ent.view = view = jobmod.summarize_job(ent.events)
+                view.version = ent.own_version() if ent.hashed else len(ent.events) * VERSION_UNIT
+                self.totals.apply("job:" + job_id, view.version, view.contribution())
             self.dirty_jobs |= self._stale_jobs
             self._stale_jobs = set()
         if self._stale_files:
@@ -143,6 +259,20 @@ class StageState:
             self._stale_files = set()
             for name in refresh:
                 self._refresh_file(name)
+        if self._times_stale:
+            self._refold_times()
+
+    def _refold_times(self) -> None:
+        """Stage time stats again from every entity (after a conflict replaced an event: rare)."""
+        t = self.totals
+        t.first_event_ts = t.last_event_ts = t.last_progress_ts = None
+        for ent in self.jobs.values():
+            v = ent.view
+            t.observe(v.first_ts, v.last_ts, v.last_terminated_ts)
+        for ent in self.files.values():
+            f = ent.view
+            t.observe(f.first_ts, f.last_ts, f.last_located_ts)
+        self._times_stale = False
 
     def _refresh_file(self, name: str) -> None:
         ent = self.files.get(name)
@@ -167,8 +297,10 @@ class StageState:
 
     # -- reading -----------------------------------------------------------------------------------
     def file_version(self, name: str) -> int:
-        """Grows with every event that can change the file's row (its own and its outputs')."""
-        return len(self.files[name].events) + sum(len(self.files[o].events) for o in self.children.get(name, ()))
+        """Grows with every event that can change the file's row (its own and its outputs'), and with every
+        conflicting copy that replaces one of those events."""
+        files = self.files
+        return files[name].own_version() + sum(files[o].own_version() for o in self.children.get(name, ()))
 
     def numbers(self, as_of: float, threshold_s: float = STALL_THRESHOLD_S) -> dict[str, Any]:
         self.settle()

@@ -18,7 +18,10 @@ Why it is idempotent under at-least-once delivery:
   newest (version, located) of each output that names it as a parent. Adding an event twice, or a
   stale link, changes nothing; the state is a join-semilattice and only grows.
 * Every step emits an entity's *whole* contribution to its stage with a version that grows with the
-  state (job: its number of events; file: its events plus the sum of its outputs' versions). The stage
+  state (job: processors.stage.entity_version of its events; file: that of its own events plus the sum
+  of its outputs' versions).
+* Conflicting copies of an event_id are resolved as in the embedded engine (processors.stage: the
+  smaller content hash wins, whatever the order); each is reported in StepResult.conflicts. The stage
   keeps the newest version per entity (StageCounters.apply) and ignores anything older or equal, so a
   re-delivered, re-processed or out-of-order contribution changes nothing.
 * A step re-emits the contribution (and links, and state rows) of every entity a batch touches, even
@@ -43,6 +46,7 @@ from processors import files as filemod
 from processors import jobs as jobmod
 from processors.contributions import StageCounters
 from processors.rows import job_attempt_rows, job_row
+from processors.stage import Conflict, entity_version, find_copy, resolve
 from schemas.events import FileEvent, JobEvent, encode_event
 
 KEY_SEP = "|"
@@ -86,7 +90,7 @@ class Link(msgspec.Struct, array_like=True, frozen=True):
     stage: str
     parent: str
     child: str
-    version: int  # the child's number of events: grows with its state
+    version: int  # the child's own version (processors.stage.entity_version): grows with its state
     located: bool
 
 
@@ -119,18 +123,21 @@ _file_decoder = msgspec.json.Decoder(FileEvent)
 class _Events:
     """The distinct events of one entity, sorted by the domain's sort key, with their canonical JSON."""
 
-    __slots__ = ("keys", "events", "lines", "eids")
+    __slots__ = ("keys", "events", "lines", "eids", "hashed")
 
     def __init__(self) -> None:
         self.keys: list[tuple[float, int, str]] = []
         self.events: list[Any] = []
         self.lines: list[bytes] = []
         self.eids: list[str] = []  # as processors.stage._Entity: `in` on a list runs in C (the hot path)
+        self.hashed = False  # a conflict replaced one of its events here: versions include the content bonus
 
-    def _insert(self, key: tuple[float, int, str], ev: Any, line: bytes) -> bool:
+    def _insert(self, key: tuple[float, int, str], ev: Any, line: bytes) -> "bool | Conflict":
+        """True: a new event; False: an exact duplicate; a Conflict: another copy of its event_id was here
+        (processors.stage._Entity.add: the state changed only if ``conflict.kept is ev``)."""
         eid = key[2]
         if eid in self.eids:
-            return False
+            return self._other_copy(key, ev, line)
         self.eids.append(eid)
         i = len(self.keys) if not self.keys or key >= self.keys[-1] else bisect.bisect(self.keys, key)
         self.keys.insert(i, key)
@@ -138,8 +145,33 @@ class _Events:
         self.lines.insert(i, line)
         return True
 
+    def _other_copy(self, key: tuple[float, int, str], ev: Any, line: bytes) -> "bool | Conflict":
+        i = find_copy(self.keys, key)
+        old = self.events[i]
+        if old == ev:
+            return False
+        c = resolve(old, ev)
+        if c is None:
+            return False
+        if c.kept is ev:
+            del self.keys[i], self.events[i], self.lines[i]
+            j = bisect.bisect(self.keys, key)
+            self.keys.insert(j, key)
+            self.events.insert(j, ev)
+            self.lines.insert(j, line)
+            self.hashed = True
+        return c
+
+    @property
+    def own_version(self) -> int:
+        """The version of the entity's own event set (processors.stage.entity_version)."""
+        return entity_version(self.events, self.hashed)
+
     def __len__(self) -> int:
         return len(self.events)
+
+
+_HASHED = b"#hashed"  # first line of a stored job whose versions include the conflict bonus (not JSON)
 
 
 class JobEntity(_Events):
@@ -151,22 +183,28 @@ class JobEntity(_Events):
     def decode(cls, raw: bytes | None) -> "JobEntity":
         ent = cls()
         if raw:
-            for line in raw.split(b"\n"):
+            lines = raw.split(b"\n")
+            if lines[0] == _HASHED:
+                ent.hashed = True
+                del lines[0]
+            for line in lines:
                 ev = _job_decoder.decode(line)
                 ent._insert(jobmod.sort_key(ev), ev, line)
         return ent
 
-    def add(self, ev: JobEvent) -> bool:
-        """Add an event; False when an event with its event_id is already here."""
+    def add(self, ev: JobEvent) -> "bool | Conflict":
+        """Add an event; False for an exact duplicate, a Conflict for another copy of its event_id."""
         return self._insert(jobmod.sort_key(ev), ev, encode_event(ev))
 
     def encode(self) -> bytes:
-        return b"\n".join(self.lines)
+        # The conflict flag is state too: a re-processed batch must re-send the version the stage has.
+        return b"\n".join([_HASHED, *self.lines] if self.hashed else self.lines)
 
 
 class _FileValue(msgspec.Struct, array_like=True):
     lines: list[bytes]
     children: list[tuple[str, int, bool]]
+    hashed: bool = False  # _Events.hashed (a default: state written before it existed decodes as False)
 
 
 _file_value_decoder = msgspec.msgpack.Decoder(_FileValue)
@@ -190,11 +228,12 @@ class FileEntity(_Events):
             for line in val.lines:
                 ev = _file_decoder.decode(line)
                 ent._insert(filemod.sort_key(ev), ev, line)
+            ent.hashed = val.hashed
             ent.children = {c: (v, loc) for c, v, loc in val.children}
             ent._children_sum = sum(v for _, v, _ in val.children)
         return ent
 
-    def add(self, ev: FileEvent) -> bool:
+    def add(self, ev: FileEvent) -> "bool | Conflict":
         return self._insert(filemod.sort_key(ev), ev, encode_event(ev))
 
     def link(self, child: str, version: int, located: bool) -> bool:
@@ -209,10 +248,11 @@ class FileEntity(_Events):
     @property
     def version(self) -> int:
         """Grows with every event that can change the file's row: its own and its outputs'."""
-        return len(self.events) + self._children_sum
+        return self.own_version + self._children_sum
 
     def encode(self) -> bytes:
-        return _msgpack.encode(_FileValue(self.lines, [(c, v, loc) for c, (v, loc) in sorted(self.children.items())]))
+        return _msgpack.encode(_FileValue(self.lines, [(c, v, loc) for c, (v, loc) in sorted(self.children.items())],
+                                          self.hashed))
 
 
 class _Out(NamedTuple):
@@ -239,14 +279,30 @@ class StepResult:
     new_events: int = 0
     duplicates: int = 0
     stale_links: int = 0
+    conflicts: list[Conflict] = field(default_factory=list)  # conflicting copies met (the worker dead-letters the dropped)
 
     def contribution_batches(self) -> list[ContributionBatch]:
         return [ContributionBatch(c, s, items) for (c, s), items in self.contributions.items()]
 
 
 def job_contribution(summary: jobmod.JobSummary) -> Contribution:
-    return Contribution("job:" + summary.job_id, summary.events, summary.contribution(), summary.first_ts,
+    return Contribution("job:" + summary.job_id, summary.version, summary.contribution(), summary.first_ts,
                         summary.last_ts, summary.last_terminated_ts)
+
+
+def _added(out: StepResult, r: "bool | Conflict", ev: Any) -> bool:
+    """Count one event's outcome; True when it changed its entity (new, or a winning conflicting copy)."""
+    if r is True:
+        out.new_events += 1
+        return True
+    if r is False:
+        out.duplicates += 1
+        return False
+    out.conflicts.append(r)  # type: ignore[arg-type]
+    if r.kept is ev:  # type: ignore[union-attr]
+        return True
+    out.duplicates += 1
+    return False
 
 
 def apply_job_events(state: Mapping[str, bytes], events: Sequence[JobEvent]) -> StepResult:
@@ -260,16 +316,13 @@ def apply_job_events(state: Mapping[str, bytes], events: Sequence[JobEvent]) -> 
         key = entity_key(ev.campaign, ev.stage, ev.job_id)
         t = touched.get(key)
         ent = JobEntity.decode(state.get(key)) if t is None else t[1]
-        added = ent.add(ev)
-        if added:
-            out.new_events += 1
-        else:
-            out.duplicates += 1
+        added = _added(out, ent.add(ev), ev)
         touched[key] = (ev, ent, added or (t is not None and t[2]))
     for key, (ev, ent, changed) in touched.items():
         if changed:
             out.updates[key] = ent.encode()
         summary = jobmod.summarize_job(ent.events)
+        summary.version = ent.own_version
         out.contributions.setdefault((ev.campaign, ev.stage), []).append(job_contribution(summary))
         ref = _StageRef(ev.campaign, ev.stage)
         out.rows.append(("job_state", job_row(ref, summary)))  # type: ignore[arg-type]
@@ -329,11 +382,8 @@ def apply_file_inputs(state: Mapping[str, bytes], events: Sequence[FileEvent], l
 
     for ev in events:
         t = entity(ev.campaign, ev.stage, ev.file)
-        if t[3].add(ev):
-            out.new_events += 1
+        if _added(out, t[3].add(ev), ev):
             t[4] = True
-        else:
-            out.duplicates += 1
         t[5] = True
     for link in links:
         t = entity(link.campaign, link.stage, link.parent)
@@ -349,7 +399,7 @@ def apply_file_inputs(state: Mapping[str, bytes], events: Sequence[FileEvent], l
         facts = filemod.file_facts(ent.events)
         if own and facts.parents:
             for parent in sorted(facts.parents):
-                out.links.append(Link(campaign, stage, parent, name, len(ent.events), facts.located))
+                out.links.append(Link(campaign, stage, parent, name, ent.own_version, facts.located))
         contribution, bucket = file_contribution(name, ent, facts)
         out.contributions.setdefault((campaign, stage), []).append(contribution)
         out.rows.append(("file_state", file_state_row(campaign, stage, name, ent, facts, bucket)))
@@ -368,7 +418,6 @@ class StageAggregator:
 
     def __init__(self) -> None:
         self.stages: dict[tuple[str, str], StageCounters] = {}
-        self.version_sums: dict[tuple[str, str], int] = {}
         self.dirty: set[tuple[str, str]] = set()
 
     def _stage(self, campaign: str, stage: str) -> StageCounters:
@@ -376,12 +425,10 @@ class StageAggregator:
         st = self.stages.get(key)
         if st is None:
             st = self.stages[key] = StageCounters(campaign, stage)
-            self.version_sums[key] = 0
         return st
 
     def clear(self) -> None:
         self.stages.clear()
-        self.version_sums.clear()
         self.dirty.clear()
 
     def load(self, entries: Iterable[bytes]) -> int:
@@ -396,14 +443,9 @@ class StageAggregator:
         return n
 
     def _apply_item(self, campaign: str, stage: str, item: Contribution) -> bool:
-        st = self._stage(campaign, stage)
-        key = (campaign, stage)
-        old = st.entities.get(item.entity)
-        st.observe(item.first_ts, item.last_ts, item.progress_ts)
-        if not st.apply(item.entity, item.version, item.contribution):
-            return False
-        self.version_sums[key] += item.version - (old[0] if old is not None else 0)
-        return True
+        # the times ride with the contribution: a stale one (older state) cannot bring back a replaced ts
+        return self._stage(campaign, stage).apply(item.entity, item.version, item.contribution,
+                                                  (item.first_ts, item.last_ts, item.progress_ts))
 
     def apply(self, batch: ContributionBatch) -> dict[str, bytes]:
         """Apply one contributions message; returns the stage-table updates (newer entries only)."""
@@ -417,9 +459,9 @@ class StageAggregator:
 
     def row(self, campaign: str, stage: str) -> dict[str, Any]:
         """The stage_numbers row; its version is the sum of the entities' versions (see module doc)."""
-        key = (campaign, stage)
-        row = self.stages[key].row()
-        row["version"] = self.version_sums[key]
+        st = self.stages[(campaign, stage)]
+        row = st.row()
+        row["version"] = st.version_sum
         return row
 
     def take_dirty_rows(self) -> list[dict[str, Any]]:

@@ -5,7 +5,8 @@ from hypothesis import strategies as st
 
 from processors.engine import Engine
 from processors.numbers import RESTART_CAUSES
-from schemas.events import JOB_EVENT_TYPES, FileEvent, JobEvent
+from schemas.events import JOB_EVENT_TYPES, FileEvent, JobEvent, encode_event
+from tests.processors.conflict_scenarios import losers, winners, with_conflicts
 
 JOB_IDS = ["j1", "j2", "j3"]
 FILES = ["in1", "in2", "in3", "out1", "out2"]
@@ -76,3 +77,81 @@ def test_incremental_equals_from_scratch_at_every_prefix(scenario):
         inc.apply(ev)
         if i % 5 == 0 or i == len(shuffled) - 1:
             assert inc.numbers(as_of=100.0) == run(shuffled[: i + 1])
+
+
+# -- conflicting copies ---------------------------------------------------------------------------------
+
+def _any_event(i):
+    return st.one_of(job_events(i), file_events(i))
+
+
+def state_rows(engine):
+    """Every job/file/attempt/stage row, keyed; entity versions left out (they carry the conflict bonus)."""
+    out = {}
+    for table, row in engine.dirty_rows():
+        key = (table, row["campaign"], row["stage"], row.get("job_id") or row.get("file"), row.get("attempt"))
+        out[key] = row if table == "stage_numbers" else {k: v for k, v in row.items() if k != "version"}
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(with_conflicts(_any_event))
+def test_conflicting_copies_any_order_give_the_winners_numbers_and_rows(scenario):
+    """Copies of one event_id with different content: the smaller content hash wins in every order, the
+    stage times come from the winners only, and every losing copy is reported as dropped."""
+    copies, shuffled = scenario
+    won = winners(copies)
+    expected = Engine()
+    expected.apply_all(won)
+    got = Engine()
+    got.apply_all(shuffled)
+    assert got.numbers(as_of=100.0) == expected.numbers(as_of=100.0)
+    assert state_rows(got) == state_rows(expected)
+    conflicts = got.take_conflicts()
+    assert {encode_event(c.dropped) for c in conflicts} == losers(copies)
+    assert all(c.reason.startswith(f"conflicting duplicate of event_id {c.kept.event_id!r}: kept the copy with the "
+                                   "smaller content hash") for c in conflicts)
+    assert got.take_conflicts() == []
+
+
+@settings(max_examples=150, deadline=None)
+@given(with_conflicts(_any_event))
+def test_apply_is_true_exactly_when_the_state_changes_and_versions_grow(scenario):
+    """apply() is True for a new event or a winning copy (and then every version of the entity grows
+    strictly, so StageCounters and ReplacingMergeTree keep the new state), False otherwise."""
+    _, shuffled = scenario
+    e = Engine()
+    for ev in shuffled:
+        st_ = e.stage(ev.campaign, ev.stage)
+        ents = st_.jobs if isinstance(ev, JobEvent) else st_.files
+        ent = ents.get(ev.entity)
+        before = list(ent.events) if ent is not None else []
+        v_before = ent.own_version() if ent is not None else 0
+        changed = e.apply(ev)
+        ent = ents[ev.entity]
+        assert changed == (ent.events != before)
+        if changed:
+            assert ent.own_version() > v_before
+            assert any(x is ev for x in ent.events)
+        else:
+            assert ent.own_version() == v_before
+
+
+def test_conflict_example_both_orders():
+    """The issue's example: one `terminated` line with exit_code 0, another with exit_code 1 (same event_id)."""
+    base = dict(ts=5.0, campaign="c", stage="s", job_id="j")
+    sub = JobEvent(event_id="a", type="submitted", ts=1.0, campaign="c", stage="s", job_id="j")
+    run_ = JobEvent(event_id="b", type="started", ts=2.0, campaign="c", stage="s", job_id="j")
+    ok = JobEvent(event_id="t", type="terminated", exit_code=0, **base)
+    bad = JobEvent(event_id="t", type="terminated", exit_code=1, ts=9.0, campaign="c", stage="s", job_id="j")
+    results = []
+    for order in ([sub, run_, ok, bad], [sub, run_, bad, ok]):
+        e = Engine()
+        flags = [e.apply(x) for x in order]
+        (n,) = e.numbers(as_of=100.0)
+        (c,) = e.take_conflicts()
+        results.append((n, encode_event(c.kept), encode_event(c.dropped)))
+        assert flags[:3] == [True, True, True] and flags[3] == (c.kept is order[3])
+    assert results[0] == results[1]
+    n, kept, _ = results[0]
+    assert n["jobs_completed"] == 1 and n["last_event_ts"] == (5.0 if kept == encode_event(ok) else 9.0)

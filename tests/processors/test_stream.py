@@ -17,14 +17,17 @@ from hypothesis import strategies as st
 
 from ingest.kafka_io import partition_for_key
 from processors.engine import Engine
+from processors.stage import VERSION_UNIT, Conflict
 from processors.stream import (
     ContributionBatch, FileEntity, JobEntity, Link, LinkBatch, StageAggregator, apply_file_inputs,
     apply_job_events, decode_contribution_batch, decode_link_batch, encode_message, stage_key,
 )
-from schemas.events import JOB_EVENT_TYPES, FileEvent, JobEvent
+from schemas.events import JOB_EVENT_TYPES, FileEvent, JobEvent, encode_event
+from tests.processors.conflict_scenarios import losers, winners, with_conflicts
 from tests.builders import file, job
 
-AS_OF = 100.0
+T0 = 1_500_000_000.0  # inside the contract's ts range: the steps decode stored events with it
+AS_OF = T0 + 100.0
 FILE_TYPES = ["input_declared", "delivered", "consumed", "skipped", "failed", "output_declared", "output_located"]
 INPUTS = ["in1", "in2", "in3", "in4"]
 FILES = INPUTS + ["out1", "out2", "out3"]
@@ -40,7 +43,7 @@ def job_events(draw: Any, i: int) -> JobEvent:
                   wall_s=draw(st.sampled_from([None, 50.0])))
     if t in ("evicted", "held"):
         kw = dict(wall_s=draw(st.sampled_from([None, 33.3])))
-    return JobEvent(event_id=f"e{i}", ts=float(draw(st.integers(0, 20))), campaign="c",
+    return JobEvent(event_id=f"e{i}", ts=T0 + draw(st.integers(0, 20)), campaign="c",
                     stage=draw(st.sampled_from(["s1", "s2"])), job_id=draw(st.sampled_from(["j1", "j2", "j3"])),
                     type=t, cores=draw(st.sampled_from([None, 1, 4])), **kw)
 
@@ -49,7 +52,7 @@ def job_events(draw: Any, i: int) -> JobEvent:
 def file_events(draw: Any, i: int) -> FileEvent:
     t = draw(st.sampled_from(FILE_TYPES))
     parents = draw(st.lists(st.sampled_from(INPUTS), min_size=1, max_size=2)) if t == "output_declared" else None
-    return FileEvent(event_id=f"e{i}", ts=float(draw(st.integers(0, 20))), campaign="c",
+    return FileEvent(event_id=f"e{i}", ts=T0 + draw(st.integers(0, 20)), campaign="c",
                      stage=draw(st.sampled_from(["s1", "s2"])), file=draw(st.sampled_from(FILES)), type=t,
                      parents=parents, location="/x" if t == "output_located" else None)
 
@@ -71,6 +74,7 @@ class Topology:
         self.rows: dict[tuple[str, tuple], tuple[int, int, dict]] = {}
         self.seq = 0
         self.crashes = 0
+        self.conflicts: list[Any] = []
 
     def publish(self, ev: Any) -> None:
         topic = "jobs" if isinstance(ev, JobEvent) else "files"
@@ -118,6 +122,7 @@ class Topology:
         if topic == "jobs":
             batch, pos = self._take("jobs", p)
             res = apply_job_events(self.job_table, batch)
+            self.conflicts.extend(res.conflicts)
             self._write(self.job_table, res.updates, keep)
             self._emit(res.contribution_batches(), [], keep)
             self._sink(res.rows)
@@ -128,6 +133,7 @@ class Topology:
             lbs, lpos = self._take("links", p)
             links = [link for raw in lbs for link in decode_link_batch(raw).links]
             res = apply_file_inputs(self.file_table, evs, links)
+            self.conflicts.extend(res.conflicts)
             self._write(self.file_table, res.updates, keep)
             self._emit(res.contribution_batches(), res.links, keep)
             self._sink(res.rows)
@@ -198,10 +204,78 @@ def test_any_schedule_with_redelivery_and_crashes_equals_engine(scenario: Any) -
     assert got == expected
 
 
+def _without_version(rows: dict[Any, dict]) -> dict[Any, dict]:
+    """Rows without their version, and without attempt rows beyond their job's attempts.
+
+    A winning copy can take a `started` away from a job: the loser's last attempt row then stays in a
+    keyed table (a known limit: readers must take a job's attempts from job_state.attempts).
+    """
+    attempts = {(r["campaign"], r["stage"], r["job_id"]): r["attempts"] for (t, _), r in rows.items() if t == "job_state"}
+    return {k: {c: v for c, v in row.items() if c != "version"} for k, row in rows.items()
+            if k[0] != "job_attempts" or row["attempt"] <= attempts[(row["campaign"], row["stage"], row["job_id"])]}
+
+
+@st.composite
+def conflict_scenarios(draw: Any) -> tuple[list[Any], list[Any], int, int, float]:
+    copies, deliveries = draw(with_conflicts(lambda i: st.one_of(job_events(i), file_events(i))))
+    return copies, deliveries, draw(st.integers(0, 2**32)), draw(st.integers(1, 4)), draw(st.sampled_from([0.0, 0.3]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(conflict_scenarios())
+def test_conflicting_copies_any_schedule_equals_the_winners_alone(scenario: Any) -> None:
+    """Conflicting copies through the steps, in any order, with redelivery and crashes: the numbers (stage
+    times included) and the newest rows are those of the winners alone, and every losing copy is reported."""
+    copies, deliveries, seed, partitions, crash_p = scenario
+    topo = run_topology(copies, deliveries, seed, partitions, crash_p)
+    won = winners(copies)
+    e = Engine()
+    e.apply_all(won)
+    assert topo.stage.numbers(AS_OF) == e.numbers(as_of=AS_OF)
+    rebuilt = StageAggregator()
+    rebuilt.load(topo.stage_table.values())
+    assert rebuilt.numbers(AS_OF) == e.numbers(as_of=AS_OF)
+    assert _without_version({k: v[2] for k, v in topo.rows.items()}) == _without_version(engine_rows(won))
+    assert {encode_event(c.dropped) for c in topo.conflicts} == losers(copies)
+
+
+def test_a_winning_copy_raises_every_version_and_replaces_the_stage_times() -> None:
+    """The winner's job contribution and file link get strictly greater versions than the loser's state,
+    and the stage's last_event_ts no longer includes the loser's ts."""
+    state: dict[str, bytes] = {}
+    agg = StageAggregator()
+    a = job("j1", "terminated", T0 + 50, eid="t", exit_code=0)
+    b = job("j1", "terminated", T0 + 9, eid="t", exit_code=1)
+    (win, lose) = (a, b) if winners([a, b])[0] is a else (b, a)
+    versions = []
+    for ev in (job("j1", "submitted", T0 + 1, eid="s"), lose, win, lose):
+        res = apply_job_events(state, [ev])
+        state.update(res.updates)
+        for batch in res.contribution_batches():
+            agg.apply(batch)
+        versions.append(res.contributions[("camp", "stage1")][0].version)
+    assert versions[0] < versions[1] < versions[2] == versions[3]
+    (n,) = agg.numbers(AS_OF)
+    assert n["last_event_ts"] == win.ts and n["jobs_completed_ok"] == int(win.exit_code == 0)
+    f = FileEntity()
+    f.add(file("o1", "output_declared", T0 + 1, eid="d", parents=["in1"]))
+    v = f.own_version
+    for other in (file("o1", "output_located", T0 + 2, eid="d"),
+                  file("o1", "output_declared", T0 + 3, eid="d", parents=["in2"])):
+        before = list(f.events)
+        c = f.add(other)
+        assert isinstance(c, Conflict)
+        if c.kept is other:
+            assert f.own_version > v and f.events == [other]
+        else:
+            assert f.own_version == v and f.events == before
+        v = f.own_version
+
+
 def test_crashes_really_happen_in_the_model() -> None:
     """Guard against a model that never exercises re-delivery (the property above would be vacuous)."""
-    evs = [job("j1", "submitted", 1), job("j1", "started", 2), file("in1", "input_declared", 1),
-           file("out1", "output_located", 3), file("out1", "output_declared", 4, parents=["in1"])]
+    evs = [job("j1", "submitted", T0 + 1), job("j1", "started", T0 + 2), file("in1", "input_declared", T0 + 1),
+           file("out1", "output_located", T0 + 3), file("out1", "output_declared", T0 + 4, parents=["in1"])]
     topo = run_topology(evs, evs * 2, seed=7, partitions=2, crash_p=0.5)
     assert topo.crashes > 0
     e = Engine()
@@ -223,30 +297,30 @@ def test_located_before_declared_joins_through_the_link() -> None:
             agg.apply(b)
         return res.links
 
-    assert run([file("in1", "input_declared", 1), file("in1", "consumed", 2)], []) == []
+    assert run([file("in1", "input_declared", T0 + 1), file("in1", "consumed", T0 + 2)], []) == []
     assert agg.numbers(AS_OF)[0]["files_consumed_no_output"] == 1
-    assert run([file("out1", "output_located", 3, location="/x")], []) == []  # no parents known yet
-    links = run([file("out1", "output_declared", 4, parents=["in1"])], [])
-    assert [(x.parent, x.child, x.version, x.located) for x in links] == [("in1", "out1", 2, True)]
+    assert run([file("out1", "output_located", T0 + 3, location="/x")], []) == []  # no parents known yet
+    links = run([file("out1", "output_declared", T0 + 4, parents=["in1"])], [])
+    assert [(x.parent, x.child, x.version, x.located) for x in links] == [("in1", "out1", 2 * VERSION_UNIT, True)]
     run([], links)
     n = agg.numbers(AS_OF)[0]
     assert (n["files_located"], n["files_consumed_no_output"], n["outputs_located"]) == (1, 0, 1)
     # the same link again, and an older one: nothing changes
-    assert run([], links + [Link("camp", "stage1", "in1", "out1", 1, False)]) == []
+    assert run([], links + [Link("camp", "stage1", "in1", "out1", VERSION_UNIT, False)]) == []
     assert agg.numbers(AS_OF)[0] == n
 
 
 def test_entity_codecs_round_trip() -> None:
     j = JobEntity()
-    assert j.add(job("j9", "started", 5, cores=4)) and j.add(job("j9", "submitted", 1))
+    assert j.add(job("j9", "started", T0 + 5, cores=4)) and j.add(job("j9", "submitted", T0 + 1))
     assert not j.add(j.events[0])
     back = JobEntity.decode(j.encode())
     assert [e.type for e in back.events] == ["submitted", "started"] and back.encode() == j.encode()
     f = FileEntity()
-    f.add(file("in9", "input_declared", 1))
+    f.add(file("in9", "input_declared", T0 + 1))
     assert f.link("o", 2, True) and not f.link("o", 2, False) and not f.link("o", 1, False)
     g = FileEntity.decode(f.encode())
-    assert g.children == {"o": (2, True)} and g.version == 3 and g.encode() == f.encode()
+    assert g.children == {"o": (2, True)} and g.version == VERSION_UNIT + 2 and g.encode() == f.encode()
 
 
 def test_stage_row_version_grows_with_every_accepted_contribution() -> None:
@@ -254,8 +328,8 @@ def test_stage_row_version_grows_with_every_accepted_contribution() -> None:
     agg = StageAggregator()
     state: dict[str, bytes] = {}
     versions = []
-    for evs, links in ([[file("in1", "input_declared", 1)], []],
-                       [[file("out1", "output_declared", 2, parents=["in1"])], []]):
+    for evs, links in ([[file("in1", "input_declared", T0 + 1)], []],
+                       [[file("out1", "output_declared", T0 + 2, parents=["in1"])], []]):
         res = apply_file_inputs(state, evs, links)
         state.update(res.updates)
         for b in res.contribution_batches():

@@ -65,15 +65,19 @@ class Worker:
     (RESTART_EXIT: its table recovery stalled) is started again; `restarts` counts that.
     """
 
-    def __init__(self, pipe: "Pipeline", name: str) -> None:
+    def __init__(self, pipe: "Pipeline", name: str, cwd: Path | None = None) -> None:
+        """With `cwd`, the worker runs there with the default --workdir, as a user would start it."""
         self.pipe = pipe
         self.name = name
-        self.workdir = pipe.dir / name
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.workdir / "worker.log"
+        self.cwd = cwd
+        self.workdir = pipe.dir / name if cwd is None else cwd / ".stagewatch-worker"
+        if cwd is None:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.workdir / "worker.log" if cwd is None else pipe.dir / f"{name}.log"
         (self.metrics_port,) = free_ports(1)
+        workdir = ["--workdir", str(self.workdir)] if cwd is None else []
         self.cmd = [*CLI, "worker", "--kafka", pipe.kafka, "--store", pipe.store_url, "--app-id", pipe.app_id,
-                    "--topic-prefix", pipe.prefix, "--workdir", str(self.workdir),
+                    "--topic-prefix", pipe.prefix, *workdir,
                     "--metrics-port", str(self.metrics_port), "--batch-within", "0.2", "--stage-flush", "0.3",
                     "--session-timeout", "6", "--batch-max", "2000", "--recovery-stall-timeout", "30",
                     *os.environ.get("STAGEWATCH_TEST_WORKER_ARGS", "").split()]
@@ -87,7 +91,7 @@ class Worker:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         return subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, cwd=self.cwd)
 
     def _supervise(self) -> None:
         while True:
@@ -195,8 +199,8 @@ class Pipeline:
         t.start()
         return t
 
-    def worker(self, name: str = "w1") -> Worker:
-        return Worker(self, name)
+    def worker(self, name: str = "w1", cwd: Path | None = None) -> Worker:
+        return Worker(self, name, cwd)
 
     def numbers(self) -> list[dict[str, Any]]:
         return read_status(self.store, campaign=self.campaign, as_of=AS_OF)["stages"]
