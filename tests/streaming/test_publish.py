@@ -258,7 +258,7 @@ def test_an_event_the_broker_refuses_later_becomes_a_dead_letter() -> None:
     context = (raw, "in.jsonl", "12", topic)
     too_large, msg = _Err("MSG_SIZE_TOO_LARGE"), _Msg(topic, value)
     prod._on_delivery_with(context, too_large, msg)  # refused with its batch: re-sent alone
-    assert prod._solo is not None and len(prod._solo._p) == 1 and not pub.report.invalid
+    assert prod._solo is not None and len(prod._solo._p) >= 1 and not pub.report.invalid
     prod._solo._on_delivery_with(context, too_large, msg)  # refused alone: a dead letter
     assert pub.report.published == 0 and pub.report.job_events == 0
     assert [(d.source, d.position) for d in pub.report.invalid] == [("in.jsonl", "12")]
