@@ -24,7 +24,7 @@ log = logging.getLogger("stagewatch.lines")
 GZIP_MAGIC = b"\x1f\x8b"
 UTF8_BOM = b"\xef\xbb\xbf"
 SNIFF_BYTES = 8192
-CHUNK_BYTES = 1 << 20
+CHUNK_BYTES = 1 << 18  # below MAX_LINE_BYTES: most chunks take the loop without a length check
 
 # Magic bytes of common binary formats that are not JSON lines, with a name a user recognises.
 _BINARY_MAGIC: tuple[tuple[bytes, str], ...] = (
@@ -168,15 +168,20 @@ def iter_input_lines(path: str) -> Iterator[tuple[int, bytes]]:
                 else:
                     parts[0] = pending + parts[0]
                     rest = parts
+                if len(chunk) + len(pending) <= MAX_LINE_BYTES:  # no line here can be too long: the fast loop
+                    for n, line in enumerate(rest, n + 1):
+                        line = line.strip()
+                        if line:
+                            yield n, line
+                else:
+                    for n, line in enumerate(rest, n + 1):
+                        if len(line) > MAX_LINE_BYTES:
+                            yield n, line[:limit]
+                            continue
+                        line = line.strip()
+                        if line:
+                            yield n, line
                 pending = b""
-                for line in rest:
-                    n += 1
-                    if len(line) > MAX_LINE_BYTES:
-                        yield n, line[:limit]
-                        continue
-                    line = line.strip()
-                    if line:
-                        yield n, line
             if not overlong:
                 pending += last
                 if len(pending) > MAX_LINE_BYTES:
