@@ -126,3 +126,14 @@ def test_the_file_is_closed_even_when_the_caller_stops_early(tmp_path, monkeypat
     next(it)
     it.close()
     assert opened and all(f.closed for f in opened)
+
+
+@pytest.mark.parametrize("extra", [1, 10, 1000, 200_000, 300_000])
+@pytest.mark.parametrize("gz", [False, True])
+def test_lines_just_over_the_limit_are_cut_wherever_the_chunks_end(tmp_path, extra, gz):
+    """However the line falls across read chunks, an overlong line is cut to MAX+1 bytes and the
+    next lines keep their numbers."""
+    long = b"x" * (MAX_LINE_BYTES + extra)
+    data = b'{"a":1}\n' + long + b'\n{"b":2}\n' + b"y" * MAX_LINE_BYTES + b"\n"
+    got = list(iter_input_lines(_write(tmp_path, "l.gz" if gz else "l.jsonl", gzip.compress(data) if gz else data)))
+    assert [(n, len(line)) for n, line in got] == [(1, 7), (2, MAX_LINE_BYTES + 1), (3, 7), (4, MAX_LINE_BYTES)]
