@@ -33,6 +33,8 @@ from processors.contributions import StageCounters
 from processors.numbers import STALL_THRESHOLD_S
 from schemas.events import Event, FileEvent, JobEvent, encode_event
 
+_bisect_left = bisect.bisect_left
+
 #: One event's worth of version (see the module doc): the conflict bonus of an entity stays below it.
 VERSION_UNIT = 1 << 36
 _BONUS_BITS = 20  # bonus per event < 2**20, so entities of up to 2**16 events keep it below one unit
@@ -115,6 +117,10 @@ class _Entity:
         event_id was here (the state changed only if ``conflict.kept is ev``)."""
         eid = key[2]
         if eid in self.eids:
+            keys = self.keys  # an exact duplicate has the same key: found by bisection, inline (re-replays)
+            i = _bisect_left(keys, key)
+            if i < len(keys) and keys[i] == key and self.events[i] == ev:
+                return False
             return self._other_copy(key, ev)
         self.eids.append(eid)
         keys = self.keys
@@ -157,6 +163,9 @@ class StageState:
         self.jobs: dict[str, _Entity] = {}
         self.files: dict[str, _Entity] = {}
         self.children: dict[str, set[str]] = {}  # input file -> outputs declaring it as a parent
+        # input file -> outputs that named it until a winning conflicting copy took it away: their
+        # versions stay in its version, which must never go down
+        self.former_children: dict[str, set[str]] = {}
         self.totals = StageCounters(campaign, stage)
         self.dirty_jobs: set[str] = set()
         self.dirty_files: set[str] = set()
@@ -256,6 +265,11 @@ class StageState:
                         if old is None or parent not in old.parents:
                             self.children.setdefault(parent, set()).add(name)
                         refresh.add(parent)
+                    if old is not None and not old.parents <= facts.parents:  # only a winning copy does this
+                        for parent in old.parents - facts.parents:
+                            self.children[parent].discard(name)
+                            self.former_children.setdefault(parent, set()).add(name)
+                            refresh.add(parent)
             self._stale_files = set()
             for name in refresh:
                 self._refresh_file(name)
@@ -300,7 +314,10 @@ class StageState:
         """Grows with every event that can change the file's row (its own and its outputs'), and with every
         conflicting copy that replaces one of those events."""
         files = self.files
-        return files[name].own_version() + sum(files[o].own_version() for o in self.children.get(name, ()))
+        v = files[name].own_version() + sum(files[o].own_version() for o in self.children.get(name, ()))
+        if self.former_children:
+            v += sum(files[o].own_version() for o in self.former_children.get(name, ()))
+        return v
 
     def numbers(self, as_of: float, threshold_s: float = STALL_THRESHOLD_S) -> dict[str, Any]:
         self.settle()

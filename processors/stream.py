@@ -92,6 +92,7 @@ class Link(msgspec.Struct, array_like=True, frozen=True):
     child: str
     version: int  # the child's own version (processors.stage.entity_version): grows with its state
     located: bool
+    gone: bool = False  # the child no longer names this parent (a winning conflicting copy took it away)
 
 
 class LinkBatch(msgspec.Struct, array_like=True):
@@ -205,6 +206,8 @@ class _FileValue(msgspec.Struct, array_like=True):
     lines: list[bytes]
     children: list[tuple[str, int, bool]]
     hashed: bool = False  # _Events.hashed (a default: state written before it existed decodes as False)
+    former: list[str] = []  # parents this file named until a winning copy replaced the naming event
+    retracted: list[tuple[str, int]] = []  # outputs that no longer name this file, with their link version
 
 
 _file_value_decoder = msgspec.msgpack.Decoder(_FileValue)
@@ -213,12 +216,14 @@ _file_value_decoder = msgspec.msgpack.Decoder(_FileValue)
 class FileEntity(_Events):
     """A file's state: its distinct events, and the newest (version, located) of each output naming it."""
 
-    __slots__ = ("children", "_children_sum")
+    __slots__ = ("children", "_children_sum", "former", "retracted")
 
     def __init__(self) -> None:
         super().__init__()
         self.children: dict[str, tuple[int, bool]] = {}
-        self._children_sum = 0
+        self._children_sum = 0  # of the children's and the retracted outputs' link versions
+        self.former: set[str] = set()  # parents it no longer names: they get a `gone` link with every re-send
+        self.retracted: dict[str, int] = {}  # outputs that no longer name it -> version of that news
 
     @classmethod
     def decode(cls, raw: bytes | None) -> "FileEntity":
@@ -230,19 +235,28 @@ class FileEntity(_Events):
                 ent._insert(filemod.sort_key(ev), ev, line)
             ent.hashed = val.hashed
             ent.children = {c: (v, loc) for c, v, loc in val.children}
-            ent._children_sum = sum(v for _, v, _ in val.children)
+            ent.former = set(val.former)
+            ent.retracted = dict(val.retracted)
+            ent._children_sum = sum(v for _, v, _ in val.children) + sum(ent.retracted.values())
         return ent
 
     def add(self, ev: FileEvent) -> "bool | Conflict":
         return self._insert(filemod.sort_key(ev), ev, encode_event(ev))
 
-    def link(self, child: str, version: int, located: bool) -> bool:
-        """Record an output's facts if newer than what is known; False for a stale or repeated link."""
+    def link(self, child: str, version: int, located: bool, gone: bool = False) -> bool:
+        """Record an output's facts (or that it no longer names this file) if newer than what is known;
+        False for a stale or repeated link."""
         old = self.children.get(child)
-        if old is not None and version <= old[0]:
+        old_version = old[0] if old is not None else self.retracted.get(child, 0)
+        if version <= old_version:
             return False
-        self.children[child] = (version, located)
-        self._children_sum += version - (old[0] if old is not None else 0)
+        if gone:
+            self.children.pop(child, None)
+            self.retracted[child] = version
+        else:
+            self.children[child] = (version, located)
+            self.retracted.pop(child, None)
+        self._children_sum += version - old_version  # retracted versions stay: the version never goes down
         return True
 
     @property
@@ -252,7 +266,7 @@ class FileEntity(_Events):
 
     def encode(self) -> bytes:
         return _msgpack.encode(_FileValue(self.lines, [(c, v, loc) for c, (v, loc) in sorted(self.children.items())],
-                                          self.hashed))
+                                          self.hashed, sorted(self.former), sorted(self.retracted.items())))
 
 
 class _Out(NamedTuple):
@@ -382,24 +396,32 @@ def apply_file_inputs(state: Mapping[str, bytes], events: Sequence[FileEvent], l
 
     for ev in events:
         t = entity(ev.campaign, ev.stage, ev.file)
-        if _added(out, t[3].add(ev), ev):
+        r = t[3].add(ev)
+        if _added(out, r, ev):
             t[4] = True
+            if r is not True and r.dropped.parents:  # type: ignore[union-attr]
+                t[3].former.update(r.dropped.parents)  # type: ignore[union-attr]  # kept below if no longer named
         t[5] = True
     for link in links:
         t = entity(link.campaign, link.stage, link.parent)
-        if t[3].link(link.child, link.version, link.located):
+        if t[3].link(link.child, link.version, link.located, link.gone):
             t[4] = True
         else:
             out.stale_links += 1
     for key, (campaign, stage, name, ent, changed, own) in touched.items():
+        facts = filemod.file_facts(ent.events) if ent.events else None
+        if ent.former and facts is not None:
+            ent.former -= facts.parents
         if changed:
             out.updates[key] = ent.encode()
-        if not ent.events:
+        if facts is None:
             continue
-        facts = filemod.file_facts(ent.events)
-        if own and facts.parents:
+        if own and (facts.parents or ent.former):
+            version = ent.own_version
             for parent in sorted(facts.parents):
-                out.links.append(Link(campaign, stage, parent, name, ent.own_version, facts.located))
+                out.links.append(Link(campaign, stage, parent, name, version, facts.located))
+            for parent in sorted(ent.former):  # re-sent like the others: a lost one is sent again
+                out.links.append(Link(campaign, stage, parent, name, version, False, True))
         contribution, bucket = file_contribution(name, ent, facts)
         out.contributions.setdefault((campaign, stage), []).append(contribution)
         out.rows.append(("file_state", file_state_row(campaign, stage, name, ent, facts, bucket)))

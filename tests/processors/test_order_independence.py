@@ -155,3 +155,23 @@ def test_conflict_example_both_orders():
     assert results[0] == results[1]
     n, kept, _ = results[0]
     assert n["jobs_completed"] == 1 and n["last_event_ts"] == (5.0 if kept == encode_event(ok) else 9.0)
+
+
+def test_a_winning_copy_that_names_no_parent_takes_the_output_away_from_its_input():
+    """The losing copy declared out1 an output of in1; once it is replaced, in1 has no output (either order)."""
+    base = dict(campaign="c", stage="s", file="out1", event_id="d")
+    declared = FileEvent(type="output_declared", parents=["in1"], ts=3.0, **base)
+    other = FileEvent(type="input_declared", ts=4.0, **base)
+    inp = [FileEvent(event_id="i", type="input_declared", ts=1.0, campaign="c", stage="s", file="in1"),
+           FileEvent(event_id="k", type="consumed", ts=2.0, campaign="c", stage="s", file="in1")]
+    assert winners([declared, other]) == [other]  # the copy without parents wins (by its content hash)
+    (n_expected,) = run(inp + winners([declared, other]))
+    for order in ([declared, other], [other, declared]):
+        e = Engine()
+        for ev in inp + order:
+            e.apply(ev)
+            e.numbers(as_of=100.0)  # settled after every event: the loser's link is made, then undone
+        (n,) = e.numbers(as_of=100.0)
+        assert n == n_expected
+        rows = state_rows(e)
+        assert rows[("file_state", "c", "s", "in1", None)]["outputs"] == []

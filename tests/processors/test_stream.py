@@ -272,6 +272,21 @@ def test_a_winning_copy_raises_every_version_and_replaces_the_stage_times() -> N
         v = f.own_version
 
 
+def test_a_winning_copy_that_names_no_parent_sends_a_gone_link() -> None:
+    """The losing copy made out1 an output of in1 (a link was sent); the winner names no parent: in1 is told,
+    in every order, and counts as the Engine does with the winners alone."""
+    declared = file("out1", "output_declared", T0 + 3, eid="d", parents=["in1"])
+    other = file("out1", "input_declared", T0 + 9, eid="d")
+    assert winners([declared, other]) == [other]  # the copy without parents wins (by its content hash)
+    inp = [file("in1", "input_declared", T0 + 1), file("in1", "consumed", T0 + 2)]
+    e = Engine()
+    e.apply_all(inp + winners([declared, other]))
+    for order in ([declared, other], [other, declared], [declared, other, declared]):
+        for seed in range(5):
+            topo = run_topology(inp + order, inp + order, seed=seed, partitions=2, crash_p=0.3)
+            assert topo.stage.numbers(AS_OF) == e.numbers(as_of=AS_OF)
+
+
 def test_crashes_really_happen_in_the_model() -> None:
     """Guard against a model that never exercises re-delivery (the property above would be vacuous)."""
     evs = [job("j1", "submitted", T0 + 1), job("j1", "started", T0 + 2), file("in1", "input_declared", T0 + 1),
