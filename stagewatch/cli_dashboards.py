@@ -155,8 +155,13 @@ def report_cmd(
 ) -> None:
     """Write one self-contained HTML page: the campaign overview table (definitions on hover) and per-stage
     charts (file buckets, progress over time, restarts by cause). It opens with no network access."""
-    from stagewatch.cli import open_read, parse_time, require_known
+    from schemas.events import MAX_NAME_CHARS
+    from stagewatch.cli import UserError, open_read, parse_time, require_known
     from stagewatch.report import build_report
+
+    if campaign is not None and len(campaign) > MAX_NAME_CHARS:
+        raise UserError(f"--campaign is {len(campaign):,} characters long; no campaign name is longer than "
+                        f"{MAX_NAME_CHARS:,} (the event contract's bound).")
 
     if not out.parent.is_dir():
         err.print(f"[red]error:[/] cannot write {esc(out)}: the directory {esc(out.parent)} does not exist.",

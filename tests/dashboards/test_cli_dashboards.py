@@ -61,6 +61,14 @@ def test_report_into_a_missing_directory_is_a_sentence(tmp_path: Path) -> None:
     assert not (tmp_path / "store").exists()
 
 
+def test_report_campaign_beyond_the_name_bound_is_a_sentence(tmp_path: Path) -> None:
+    """Checked before anything is read: no SQL or message grows with a 100 KB argument."""
+    out = tmp_path / "a.html"
+    res = _cli("report", "--store", f"chdb:{tmp_path / 'store'}", "--out", str(out), "--campaign", "c" * 100_000)
+    assert res.returncode == 2 and "100,000 characters" in res.stderr and len(res.stderr) < 1000
+    assert not out.exists() and not (tmp_path / "store").exists()
+
+
 def test_build_prints_paths_verbatim(tmp_path: Path) -> None:
     out = tmp_path / MARKUP
     res = CliRunner().invoke(app, ["dashboards", "build", "--out", str(out)])
