@@ -22,6 +22,7 @@ in order, in one new empty directory:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -122,29 +123,29 @@ def run_block(body: str, cwd: Path, timeout: float) -> subprocess.CompletedProce
     """Run one block in its own `bash` (set -e) and session; on return nothing of it runs any more.
 
     Background jobs (`stagewatch worker &`) share the block's process group (a script has no job
-    control); those still alive when the block ends or times out are stopped by pid.
+    control); those still alive when bash ends (e.g. after a failed command) or times out are stopped
+    by pid. Output goes to files, not pipes: a background job holding a pipe open must not make a
+    finished block look like a hanging one.
     """
-    proc = subprocess.Popen(["bash", "-c", "set -e\n" + body], cwd=cwd, env=user_env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    timed_out = False
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        for pid in _group_members(proc.pid):
-            os.kill(pid, signal.SIGTERM)
+    out_path, err_path = cwd.parent / f"{cwd.name}.stdout", cwd.parent / f"{cwd.name}.stderr"
+    with open(out_path, "w") as out_f, open(err_path, "w") as err_f:
+        proc = subprocess.Popen(["bash", "-c", "set -e\n" + body], cwd=cwd, env=user_env(), text=True,
+                                stdout=out_f, stderr=err_f, start_new_session=True)
+        timed_out = False
         try:
-            out, err = proc.communicate(timeout=30)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            for pid in _group_members(proc.pid):
-                os.kill(pid, signal.SIGKILL)
-            out, err = proc.communicate()
-    deadline = time.monotonic() + 30
-    while (left := _group_members(proc.pid)) and time.monotonic() < deadline:
-        for pid in left:
-            os.kill(pid, signal.SIGTERM if time.monotonic() < deadline - 10 else signal.SIGKILL)
-        time.sleep(0.5)
+            timed_out = True
+        deadline = time.monotonic() + 30
+        while (left := _group_members(proc.pid)) and time.monotonic() < deadline:
+            sig = signal.SIGTERM if time.monotonic() < deadline - 10 else signal.SIGKILL
+            for pid in left:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+            time.sleep(0.5)
+        proc.wait()
     assert not _group_members(proc.pid), "processes of the block survived SIGKILL"
+    out, err = out_path.read_text(), err_path.read_text()
     if timed_out:
         pytest.fail(f"the block did not finish within {timeout:.0f} s.\n--- stdout (end)\n{out[-3000:]}\n"
                     f"--- stderr (end)\n{err[-6000:]}")
