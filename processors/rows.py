@@ -31,7 +31,7 @@ def job_row(st: "StageState", s: JobSummary) -> dict[str, Any]:
         "badput_core_ms": s.badput_core_ms, "badput_core_hours": core_hours(s.badput_core_ms),
         "first_ts": s.first_ts, "last_ts": s.last_ts, "submitted_ts": s.submitted_ts,
         "site": (last.site or "") if last else "", "host": (last.host or "") if last else "",
-        "events": s.events, "version": s.events,
+        "events": s.events, "version": s.version or s.events,
     })
     return row
 
@@ -43,7 +43,7 @@ def job_attempt_rows(st: "StageState", s: JobSummary) -> Iterator[dict[str, Any]
             "started_ts": a.started_ts, "ended_ts": a.ended_ts, "ended_by": a.ended_by or "",
             "wall_s": a.wall_s, "cores": a.cores, "badput_core_ms": a.badput_core_ms,
             "exit_code": a.exit_code, "signal": a.signal, "site": a.site or "", "host": a.host or "",
-            "version": s.events,
+            "version": s.version or s.events,
         }
 
 
@@ -85,7 +85,12 @@ def raw_event_row(ev: Any, source: str, ingested_ts: float) -> list[Any]:
             ev.location or "", source, ingested_ts]
 
 
-_JOB_FIELDS = ("exit_code", "signal", "cpu_user_s", "cpu_sys_s", "wall_s", "cores")
+_JOB_INTS = ("exit_code", "signal", "cores")
+_JOB_FLOATS = ("cpu_user_s", "cpu_sys_s", "wall_s")
+
+
+def _opt(convert: Any, value: Any) -> Any:
+    return None if value is None else convert(value)
 
 
 def event_from_raw_row(row: dict[str, Any]) -> Any:
@@ -96,7 +101,10 @@ def event_from_raw_row(row: dict[str, Any]) -> Any:
                   type=row["type"], submission=row["submission"] or None)
     if row["kind"] == "job":
         return JobEvent(job_id=row["entity"], reason=row["reason"] or None, site=row["site"] or None,
-                        host=row["host"] or None, **common, **{k: row[k] for k in _JOB_FIELDS})
+                        host=row["host"] or None, **common,
+                        **{k: _opt(int, row[k]) for k in _JOB_INTS},
+                        # a store may give Float64 columns back as int (0) or Decimal: the contract says float
+                        **{k: _opt(float, row[k]) for k in _JOB_FLOATS})
     return FileEvent(file=row["entity"], job_id=row["job_id"] or None, parents=list(row["parents"]) or None,
                      location=row["location"] or None, **common)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import msgspec
 
-from schemas.events import FILE_SCHEMA, JOB_SCHEMA, FileEvent, JobEvent
+from schemas.events import FILE_SCHEMA, JOB_SCHEMA, MAX_TS, MIN_TS, FileEvent, JobEvent
 
 OUT = Path(__file__).parent / "json"
 
@@ -40,7 +40,9 @@ def schema_for(model: type, name: str, title: str) -> dict[str, Any]:
     generated = msgspec.json.schema(model)
     body = generated["$defs"][model.__name__]
     props = body["properties"]
-    props["ts"] = {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}]}
+    # The static bounds only (1990 .. 2100): "now + 1 day" is checked at decode, with the ingesting clock.
+    props["ts"] = {"anyOf": [{"type": "string", "format": "date-time"},
+                             {"type": "number", "minimum": MIN_TS, "maximum": MAX_TS}]}
     for key, text in DESCRIPTIONS.items():
         if key in props:
             props[key]["description"] = text

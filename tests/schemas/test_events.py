@@ -259,8 +259,6 @@ def test_dead_letter_row_keeps_the_exact_bytes():
     assert dead_letter_row(E.DeadLetter("f", "1", "r", b"not json"), 1.0)["raw"] == "not json"
 
 
-@pytest.mark.xfail(strict=True, reason="schemas/export.py overwrites the generated ts schema with one without "
-                                       "bounds (follow-up: keep msgspec's minimum/maximum); remove this mark then")
 def test_ts_static_bounds_are_in_the_json_schema_too():
     assert not _json_schema_ok(_at(GOOD_JOB, "ts", E.MIN_TS - 1))
     assert not _json_schema_ok(_at(GOOD_JOB, "ts", E.MAX_TS + 1))
