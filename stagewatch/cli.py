@@ -200,6 +200,31 @@ def replay(
     err.print(f"replayed {report.lines} lines: {report.new_events} new events, {report.duplicates} duplicates, "
               f"{len(report.invalid)} invalid, {len(report.stages)} stage(s) in {report.seconds:.1f} s "
               f"({report.events_per_s:,.0f} lines/s) into {esc(st.url)}", highlight=False)
+    _replay_notices(report)
+
+
+def _replay_notices(report: Any) -> None:
+    """What the summary line does not say: conflicts resolved, stages repaired, files or events refused.
+
+    Conflicts and repairs are information (the numbers are right); an unreadable file or an event the
+    engine raised on means data the user gave was not counted, so the exit status is 1.
+    """
+    if report.conflicts:
+        err.print(f"{report.conflicts} conflicting cop{'y' if report.conflicts == 1 else 'ies'} of an event_id: "
+                  "the copy with the smallest content hash counts, the other is in the dead_letter table",
+                  highlight=False)
+    if report.repaired_stages:
+        names = ", ".join(f"{c}/{s}" for c, s in sorted(report.repaired_stages))
+        err.print(f"repaired the state rows of {len(report.repaired_stages)} stage(s) left behind by an "
+                  f"interrupted replay: {esc(names)}", highlight=False)
+    if report.unreadable:
+        for dl in report.unreadable:
+            err.print(f"[red]not replayed:[/] {esc(dl.source)}: {esc(dl.reason)}", highlight=False)
+    if report.engine_errors:
+        err.print(f"[red]{report.engine_errors} event(s) raised an error in the engine[/] (a bug: please report it; "
+                  "each is in the dead_letter table with the error as its reason)", highlight=False)
+    if report.unreadable or report.engine_errors:
+        raise typer.Exit(1)
 
 
 STATUS_HELP = "Per stage: the file numbers first, then the jobs.\n\n" + "\n\n".join(
@@ -419,10 +444,16 @@ def verify(
         report = run_verify(st, campaign, stage)
     for line in report.differences:
         console.print(line, highlight=False, markup=False)
+    checked = (f"{report.stages_checked} stage(s), {report.jobs_checked:,} job(s) and "
+               f"{report.files_checked:,} file(s) checked")
     if not report.ok:
-        err.print(f"[red]verify failed[/]: {len(report.differences)} difference(s) in {report.stages_checked} stage(s)")
+        entities = (f", {report.entity_differences:,} job/attempt/file row(s) differ"
+                    if report.entity_differences else "")
+        err.print(f"[red]verify failed[/]: {len(report.differences)} difference(s) listed{entities}; {checked}",
+                  highlight=False)
         raise typer.Exit(1)
-    err.print(f"verify ok: {report.stages_checked} stage(s), every number equals its recount from raw events")
+    err.print(f"verify ok: {checked}; every number and every row equals its recount from raw events",
+              highlight=False)
 
 
 @app.command()
