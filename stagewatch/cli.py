@@ -544,12 +544,15 @@ def _register_optional() -> None:
         except ImportError:
             continue
         app.add_typer(getattr(mod, attr), name=name)
-    for module in ("stagewatch.cli_stream", "stagewatch.cli_dashboards", "stagewatch.cli_samples"):
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        mod.register(app)
+    import importlib.util
+
+    # each module has `register(app)`; a module that exists must import (its errors are not hidden)
+    for module in ("stagewatch.cli_stream", "stagewatch.cli_dashboards", "stagewatch.cli_samples",
+                   "stagewatch.cli_condor", "stagewatch.cli_sam", "stagewatch.cli_follow",
+                   "stagewatch.cli_migrate", "stagewatch.cli_sites", "stagewatch.cli_history",
+                   "stagewatch.cli_holds"):
+        if importlib.util.find_spec(module) is not None:
+            importlib.import_module(module).register(app)
 
 
 _register_optional()
