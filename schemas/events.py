@@ -43,6 +43,9 @@ FUTURE_SLACK_S = 86400.0
 MILLISECONDS_HINT_TS = 1e11
 # exit_code and signal are stored as Int32.
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+# HTCondor's HoldReasonCode (a small non-negative number: 1 user hold, 12 transfer output failed, ...)
+# and HoldReasonSubCode (an errno, exit code or signal the code refines; any int): stored as Int32.
+MIN_HOLD_CODE = 0
 # Cores of a slot (stored as UInt16); one attempt's wall seconds (366 days); CPU seconds of one
 # attempt (at most every core busy for the longest wall). So one attempt adds at most
 # 366 d * 1024 cores = 3.2e13 core-wall ms and 6.5e16 CPU ms to the UInt64 sums.
@@ -86,6 +89,7 @@ Int32 = Annotated[int, msgspec.Meta(ge=INT32_MIN, le=INT32_MAX)]
 WallSeconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_WALL_S)]
 CpuSeconds = Annotated[float, msgspec.Meta(ge=0, le=MAX_CPU_S)]
 Cores = Annotated[int, msgspec.Meta(ge=1, le=MAX_CORES)]
+HoldCode = Annotated[int, msgspec.Meta(ge=MIN_HOLD_CODE, le=INT32_MAX)]
 Parents = Annotated[list[Name], msgspec.Meta(max_length=MAX_PARENTS)]
 Timestamp = Union[datetime, Annotated[float, msgspec.Meta(ge=MIN_TS, le=MAX_TS)]]
 
@@ -186,6 +190,8 @@ class JobEvent(msgspec.Struct, tag_field="schema", tag=JOB_SCHEMA, kw_only=True,
     reason: Reason | None = None
     site: OptionalName | None = None
     host: OptionalName | None = None
+    hold_code: HoldCode | None = None  # for held: HTCondor's HoldReasonCode
+    hold_subcode: Int32 | None = None  # for held: HTCondor's HoldReasonSubCode
 
     def __post_init__(self) -> None:
         self.ts = _to_unix(self.ts)

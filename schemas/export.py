@@ -33,6 +33,9 @@ DESCRIPTIONS = {
     "cpu_sys_s": "CPU system seconds of this attempt.",
     "wall_s": "Wall seconds of this attempt.",
     "cores": "Cores of the slot (default 1).",
+    "reason": "For held, evicted and the like: HTCondor's reason text, optional.",
+    "hold_code": "For held: HTCondor's HoldReasonCode (e.g. 12 transfer output failed), optional.",
+    "hold_subcode": "For held: HTCondor's HoldReasonSubCode (an errno, exit code or signal), optional.",
 }
 
 
