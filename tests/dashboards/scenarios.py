@@ -40,6 +40,9 @@ HOSTILE = ("dash-hostile <!--<script o'brien \\ \\' \"dq\" &amp; \u2028\u2029 $_
 HOSTILE_STAGE = "</script><script>alert(1)</script> it's \\"
 HOSTILE_JOB = "job 'q' \\ $__fromTime"
 HOSTILE_SOURCE = "dash-hostile-feed"
+TIMELINE = "dash-timeline"
+TIMELINE_STAGE = "ties"
+TIMELINE_SOURCE = "dash-timeline-feed"
 
 EDGE_EXPECTED: dict[str, dict[str, Any]] = {
     # stage: documented values (processors.numbers) for its zero divisors
@@ -92,6 +95,39 @@ def _done_job(c: str, s: str, jid: str, f: str, t0: float, t_end: float, *, eff:
 
 def _inputs(c: str, s: str, names: list[str], ts: float) -> list[Any]:
     return [file(n, "input_declared", ts, campaign=c, stage=s) for n in names]
+
+
+TIMELINE_TYPES = ("submitted", "started", "disconnected", "reconnected", "reconnect_failed", "suspended",
+                  "unsuspended", "held", "released", "evicted", "shadow_exception", "terminated", "removed")
+
+
+def timeline_events(now: float, jobs: int = 40, seed: int = 10) -> list[Any]:
+    """Jobs whose events jump between every state, on a coarse 15-minute grid (many events of one job share a
+    `ts`, so the lifecycle tie order decides), two to three days before `now`, some sent twice, fed shuffled.
+    Every job ends completed or removed, so the stage is never stalled and never storms (alert tests)."""
+    import random
+
+    rnd = random.Random(seed)
+    t0 = now - 3 * 86400
+    out: list[Any] = []
+    for n in range(jobs):
+        jid = f"tl-{n}"
+        t = t0 + rnd.randrange(0, 24) * 900
+        evs = [job(jid, "submitted", t, campaign=TIMELINE, stage=TIMELINE_STAGE)]
+        for _ in range(rnd.randrange(1, 9)):
+            t += rnd.choice((0, 0, 900, 1800, 3600))
+            typ = rnd.choice(TIMELINE_TYPES[:-2])
+            kw: dict[str, Any] = {"site": rnd.choice(("FNAL", "OSG-UCSD", ""))} if typ == "started" else {}
+            if typ == "held":
+                kw = {"reason": rnd.choice(("memory", "disk quota")), "hold_code": rnd.choice((26, 34)),
+                      "hold_subcode": rnd.choice((0, 102))}
+            evs.append(job(jid, typ, t, campaign=TIMELINE, stage=TIMELINE_STAGE, **kw))
+        end = rnd.choice(("terminated", "removed"))
+        evs.append(job(jid, end, t + rnd.choice((0, 900)), campaign=TIMELINE, stage=TIMELINE_STAGE,
+                       **({"exit_code": 0} if end == "terminated" else {})))
+        out += evs + [e for e in evs if rnd.random() < 0.2]  # duplicates: the same event_id again
+    rnd.shuffle(out)
+    return out
 
 
 def build(now: float) -> Scenario:
@@ -170,9 +206,9 @@ def build(now: float) -> Scenario:
     dead = [DeadLetter(PROBLEM_SOURCE, "0/17", "not valid JSON: truncated", b'{"schema": "job-event/1", "ts'),
             DeadLetter(PROBLEM_SOURCE, "0/18", "missing field `job_id`", b'{"schema": "job-event/1"}')]
     return Scenario(now=now, events_by_source={PROBLEM_SOURCE: problem, HEALTHY_SOURCE: healthy, EDGE_SOURCE: edge,
-                                               HOSTILE_SOURCE: hostile},
+                                               HOSTILE_SOURCE: hostile, TIMELINE_SOURCE: timeline_events(now)},
                     ingested_ago_s={PROBLEM_SOURCE: 40 * M, HEALTHY_SOURCE: 60.0, EDGE_SOURCE: 60.0,
-                                    HOSTILE_SOURCE: 60.0}, dead_letters=dead)
+                                    HOSTILE_SOURCE: 60.0, TIMELINE_SOURCE: 60.0}, dead_letters=dead)
 
 
 def load(store: Store, sc: Scenario) -> None:

@@ -176,7 +176,7 @@ def test_pipeline_health_counts(loaded: Loaded) -> None:
     latest = {r["source"]: r for r in loaded.store.query(expand(_panel(build.UID_HEALTH, "Latest event per source"),
                                                                  tr, vs))}
     for source, events in loaded.scenario.events_by_source.items():
-        assert latest[source]["events"] == len(events)
+        assert latest[source]["events"] == len({e.event_id for e in events})  # copies of an event are not written
     dead = [r for r in loaded.store.query(expand(_panel(build.UID_HEALTH, "Latest dead letters"), tr, vs))
             if r["source"] == scenarios.PROBLEM_SOURCE]
     assert sorted(r["position"] for r in dead) == ["0/17", "0/18"]
