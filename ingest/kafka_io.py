@@ -264,10 +264,30 @@ class SafeProducer:
         self.delivered = 0
         self.reasons: list[str] = []
         self._since_poll = 0
+        self._tracked: frozenset[str] = frozenset()
+        self._offsets: dict[tuple[str, int], int] = {}
+
+    def track_offsets(self, topics: Iterable[str]) -> None:
+        """Remember the highest acknowledged offset per partition of these topics (see take_offsets)."""
+        self._tracked = frozenset(topics)
+
+    def take_offsets(self) -> dict[tuple[str, int], int]:
+        """{(topic, partition): highest offset acknowledged} of tracked topics since the last call.
+
+        The worker records a table's changelog position next to its local state with it, so a restart
+        reads only the changelog after it.
+        """
+        offsets, self._offsets = self._offsets, {}
+        return offsets
 
     def _on_delivery(self, err: Any, msg: Any) -> None:
         if err is None:
             self.delivered += 1
+            if self._tracked and msg.topic() in self._tracked:
+                tp = (msg.topic(), msg.partition())
+                off = msg.offset()
+                if off > self._offsets.get(tp, -1):
+                    self._offsets[tp] = off
             return
         self.failed += 1
         if len(self.reasons) < 5:

@@ -1,6 +1,6 @@
 """The per-entity steps of the streaming topology, as pure functions over bytes (no Faust, no Kafka).
 
-The Faust workers (processors/faust_app.py) only move bytes between Kafka, these steps and
+The Faust workers (processors/faust/) only move bytes between Kafka, these steps and
 ClickHouse; everything that decides a number happens here, with the same domain code as the embedded
 replay (processors.jobs, processors.files, processors.contributions). That keeps the streaming logic
 unit-testable without a broker (tests/processors/test_stream.py).
@@ -114,6 +114,33 @@ encode_message = _msgpack.encode
 decode_contribution_batch = msgspec.msgpack.Decoder(ContributionBatch).decode
 decode_link_batch = msgspec.msgpack.Decoder(LinkBatch).decode
 decode_stage_entry = msgspec.msgpack.Decoder(StageEntry).decode
+
+
+
+def _split(items: list[Any], encode: Any, max_bytes: int) -> list[bytes]:
+    """``encode(items)`` cut into consecutive pieces of at most ``max_bytes`` each (halving until they fit).
+
+    A batch's side outputs grow with the batch; Kafka refuses a message over message.max.bytes (1 MB by
+    default), which stopped a worker on the same batch at every restart. One item alone is never cut: an
+    entity's contribution or link is small and bounded by the contract's name lengths.
+    """
+    data = encode(items)
+    if len(data) <= max_bytes or len(items) <= 1:
+        return [data]
+    mid = len(items) // 2
+    return _split(items[:mid], encode, max_bytes) + _split(items[mid:], encode, max_bytes)
+
+
+def split_contribution_batch(batch: ContributionBatch, max_bytes: int) -> list[bytes]:
+    """The batch as messages of at most ``max_bytes`` each (the stage step applies each on its own)."""
+    return _split(batch.items, lambda items: encode_message(ContributionBatch(batch.campaign, batch.stage, items)),
+                  max_bytes)
+
+
+def split_links(links: list[Link], max_bytes: int) -> list[bytes]:
+    """Links for one partition as LinkBatch messages of at most ``max_bytes`` each."""
+    return _split(links, lambda items: encode_message(LinkBatch(items)), max_bytes)
+
 
 _job_decoder = msgspec.json.Decoder(JobEvent)
 _file_decoder = msgspec.json.Decoder(FileEvent)

@@ -244,13 +244,24 @@ def worker(
         120.0, "--recovery-stall-timeout",
         help="Seconds a table recovery may go without progress before the worker exits with code 75 for its "
              "supervisor to restart it (0: never)."),
+    table_store: str = typer.Option("rocksdb", "--table-store", envvar="STAGEWATCH_TABLE_STORE",
+                                    help="Where the worker keeps its tables: rocksdb (on disk under --workdir; a "
+                                         "restart reads only the changelog's tail) or memory (rebuilt from the "
+                                         "whole changelog at each start)."),
+    max_message_bytes: int = typer.Option(900_000, "--max-message-bytes",
+                                          help="Largest Kafka message the worker produces (keep it under the "
+                                               "broker's message.max.bytes, 1,000,000 by default)."),
 ) -> None:
     """Run a faust-streaming worker: events from Kafka -> per-job/per-file state -> stage numbers in ClickHouse.
     Start several with the same --app-id to share the partitions; stop with Ctrl-C or SIGTERM.
     Exit code 75 asks to be started again (a stalled table recovery); 70 is an unexpected error."""
-    from processors.faust_app import WorkerConfig, WorkerError, run_worker
+    from processors.faust_app import TABLE_STORES, WorkerConfig, WorkerError, run_worker
 
     kafka = _need_kafka(kafka)
+    if table_store not in TABLE_STORES:
+        raise _user_error(f"--table-store must be one of {', '.join(TABLE_STORES)} (got {table_store!r}).")
+    if max_message_bytes < 10_000:
+        raise _user_error("--max-message-bytes must be at least 10000 (the broker's default limit is 1000000).")
     store = store or os.environ.get(STORE_ENV)
     if not store:
         raise _user_error("No store given: pass --store clickhouse://user:pass@host:port/db or set STAGEWATCH_STORE.")
@@ -265,11 +276,49 @@ def worker(
                        metrics_port=metrics_port, metrics_addr=metrics_addr, web_port=web_port, batch_max=batch_max,
                        batch_within_s=batch_within, stage_flush_s=stage_flush, replication_factor=replication_factor,
                        session_timeout_s=session_timeout, fast_consumer=fast_consumer, log_level=log_level,
-                       recovery_stall_timeout_s=recovery_stall_timeout)
+                       recovery_stall_timeout_s=recovery_stall_timeout, table_store=table_store,
+                       max_message_bytes=max_message_bytes, ports=worker_ports(store))
     try:
         run_worker(cfg)
     except WorkerError as exc:
         raise _user_error(str(exc)) from None
+
+
+def worker_ports(store_url: str) -> Any:
+    """The worker's ports to stagewatch (processors/ must not import it): store check, sinks, metrics."""
+    import time
+
+    from processors.faust_app import WorkerError, WorkerPorts
+    from stagewatch.metrics import WorkerMetrics
+    from stagewatch.sink import StoreSink
+    from stagewatch.store import StoreError, open_store
+
+    metrics = WorkerMetrics()
+
+    def check_store() -> None:
+        """Fail at start, with the store's own message, if ClickHouse is unreachable or refuses the schema."""
+        for attempt in range(1, 6):
+            try:
+                open_store(store_url, create=True).close()
+                return
+            except StoreError as exc:
+                # ensure_schema re-creates the verify views (DROP + CREATE): two workers starting at the
+                # same moment can collide on "already exists"; the next attempt finds them in place.
+                if "already exists" in str(exc) and attempt < 5:
+                    log.info("worker.schema_retry attempt=%d reason=concurrent_schema_creation", attempt)
+                    time.sleep(0.3 * attempt)
+                    continue
+                raise WorkerError(f"{exc} Start it with `stagewatch dev up` or pass --store.") from exc
+            except Exception as exc:
+                raise WorkerError(f"Cannot reach the store {store_url.split('@')[-1]}: {exc}. Start it with "
+                                  f"`stagewatch dev up` or pass --store.") from exc
+
+    def new_sink(stop: threading.Event) -> StoreSink:
+        # the schema was ensured once, by check_store
+        return StoreSink(open_store(store_url, create=False), retry_for_s=float("inf"), on_flush=metrics.on_sink_flush,
+                         stop=stop)
+
+    return WorkerPorts(check_store=check_store, new_sink=new_sink, metrics=metrics)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from faust.types import TP as FaustTP
 
-from processors.faust_app import install_fast_consumer
+from processors.faust import install_fast_consumer
 
 TP = FaustTP("events", 0)
 

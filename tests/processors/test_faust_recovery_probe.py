@@ -9,7 +9,7 @@ import faust
 import pytest
 from faust.types import TP
 
-from processors.faust_app import StreamWorker
+from processors.faust import StreamWorker
 from processors.recovery_watchdog import RESTART_EXIT
 
 
@@ -47,7 +47,7 @@ def test_stall_report_names_the_stuck_partitions_and_exits_for_a_restart(
     def exit_(code: int) -> None:
         raise SystemExit(code)
 
-    monkeypatch.setattr("processors.faust_app.os._exit", exit_)
+    monkeypatch.setattr("processors.faust.config.os._exit", exit_)
     with caplog.at_level(logging.INFO, logger="stagewatch.worker"), pytest.raises(SystemExit) as ex:
         StreamWorker._on_recovery_stalled(worker_like, 31.0)
     assert ex.value.code == RESTART_EXIT

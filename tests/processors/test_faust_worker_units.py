@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from ingest.kafka_io import Topics
-from processors import faust_app
-from processors.faust_app import STOPPED_EXIT, StreamWorker, WorkerConfig
+from processors.faust import app as faust_app
+from processors.faust import STOPPED_EXIT, StreamWorker, WorkerConfig
 from processors.rows import RAW_COLUMNS
 from processors.stream import apply_job_events
 from schemas.events import JobEvent, encode_event
@@ -116,3 +116,25 @@ def test_a_stop_request_ends_a_retrying_write_without_acking(monkeypatch: Any) -
     with pytest.raises(SystemExit):
         w._exit_if_stopping(io, RuntimeError("store refused"))
     assert codes == [STOPPED_EXIT]
+
+
+def test_a_huge_bad_record_is_a_bounded_dead_letter_message_and_a_whole_row() -> None:
+    """_reject goes through ingest.kafka_io.publish_dead_letter: a 3 MB bad record cannot make the worker's
+    producer fail (MSG_SIZE_TOO_LARGE, exit 70, the same batch again after every restart)."""
+    from ingest.kafka_io import DEAD_LETTER_MAX_VALUE_BYTES
+    from schemas.events import raw_from_text
+
+    w = _worker()
+    io = SimpleNamespace(sink=_Sink(), producer=_Producer())
+    raw = b"{" + b"x" * 3_000_000
+    ev, bad = w._decode(_fev(raw, b"j1", 11), JobEvent)
+    assert ev is None and bad is not None
+    w._reject(io, bad)
+    (sent,) = io.producer.sent
+    topic, value, key, headers = sent
+    assert topic == w.topics.dead_letter and key == b"j1"
+    assert len(value) <= DEAD_LETTER_MAX_VALUE_BYTES and raw.startswith(value)
+    assert headers["raw_bytes"] == str(len(raw)).encode() and headers["raw_truncated"] == b"true"
+    assert headers["position"] == b"0/11" and headers["source"] == b"stagewatch.job-events"
+    (row,) = [r for t, r in io.sink.rows if t == "dead_letter"]
+    assert row["position"] == "0/11" and raw_from_text(row["raw"]) == raw   # the table keeps every byte

@@ -359,3 +359,38 @@ def test_stage_row_version_grows_with_every_accepted_contribution() -> None:
             assert row["files_declared_not_located"] == 1
             versions.append(row["version"])
     assert versions == sorted(versions) and len(set(versions)) == len(versions)
+
+
+def _big_job_batch(n_jobs: int) -> tuple[ContributionBatch, list[Link]]:
+    """A batch's side outputs grown past Kafka's 1 MB default: contributions of one stage and links."""
+    state: dict[str, bytes] = {}
+    events = [job(f"fifebatch1#{i}.0/" + "x" * 200, "started", T0 + i, cores=1) for i in range(n_jobs)]
+    res = apply_job_events(state, events)
+    (cb,) = res.contribution_batches()
+    links = [Link("c", "s", "in-" + "p" * 300, f"out{i}-" + "c" * 300, i + 1, i % 2 == 0) for i in range(n_jobs)]
+    return cb, links
+
+
+def test_side_outputs_are_split_into_messages_under_the_limit_and_lose_nothing() -> None:
+    """A stream_bench worker died with MSG_SIZE_TOO_LARGE on a contributions message (one per stage per batch)
+    and crash-looped on the same batch: every message is now bounded, whatever the batch."""
+    from processors.stream import split_contribution_batch, split_links
+
+    cb, links = _big_job_batch(6000)
+    assert len(encode_message(cb)) > 1_000_000 and len(encode_message(LinkBatch(links))) > 1_000_000
+    parts = split_contribution_batch(cb, 100_000)
+    assert len(parts) > 10 and all(len(p) <= 100_000 for p in parts)
+    back = [decode_contribution_batch(p) for p in parts]
+    assert {(b.campaign, b.stage) for b in back} == {(cb.campaign, cb.stage)}
+    assert [i for b in back for i in b.items] == cb.items   # every contribution, in order, once
+    lparts = split_links(links, 100_000)
+    assert all(len(p) <= 100_000 for p in lparts)
+    assert [link for p in lparts for link in decode_link_batch(p).links] == links
+    # a batch under the limit stays one message
+    assert split_contribution_batch(cb, 10_000_000) == [encode_message(cb)]
+    # the stage step applied to the pieces equals the whole
+    whole, pieces = StageAggregator(), StageAggregator()
+    whole.apply(cb)
+    for b in back:
+        pieces.apply(b)
+    assert whole.numbers(T0) == pieces.numbers(T0)
