@@ -101,7 +101,7 @@ def test_garbage_anywhere_is_skipped_with_a_count_and_every_good_event_survives(
     clean = convert_bytes(tmp_path, "".join(GOOD).encode(), "clean.log")
     data = "".join(GOOD[:at]).encode() + GARBAGE[kind] + "".join(GOOD[at:]).encode()
     stats = ReadStats()
-    with caplog.at_level(logging.INFO, logger="ingest.condor_log"):
+    with caplog.at_level(logging.INFO, logger="ingest.condor"):
         dirty = convert_bytes(tmp_path, data, "dirty.log", stats)
     assert records(dirty) == records(clean)  # same events, same ids, same values, same order
     assert stats.job_events == len(clean)
@@ -148,7 +148,7 @@ def test_an_event_the_contract_refuses_is_skipped_with_a_count_not_a_crash(tmp_p
     does, so an out-of-range time (a corrupt header) is left out and counted, and the rest goes on."""
     log = submitted("3.0", T("10:00:00")) + submitted("3.1", when) + submitted("3.2", T("10:09:00"))
     stats = ReadStats()
-    with caplog.at_level(logging.WARNING, logger="ingest.condor_log"):
+    with caplog.at_level(logging.WARNING, logger="ingest.condor"):
         evs = convert_bytes(tmp_path, log.encode(), stats=stats)
     assert [e.job_id for e in evs] == ["3.0", "3.2"]
     assert (stats.events, stats.job_events, stats.invalid_events) == (3, 2, 1)

@@ -274,7 +274,7 @@ def test_copy_truncate_rotation_continues_in_the_copy(tmp_path, restart, caplog)
     if restart:
         fol.close()
         fol = follower(p, ckpt)
-    with caplog.at_level(logging.WARNING, logger="ingest.condor_log"):
+    with caplog.at_level(logging.WARNING, logger="ingest.condor"):
         drain(fol, published)
     whole = tmp_path / "whole.log"
     whole.write_text("".join(evs))
@@ -333,7 +333,7 @@ def test_a_rotated_file_still_written_is_read_until_quiet_and_later_writes_are_c
     assert len(published) == 8 and fol.stats.rotations == 1
     with open(f"{p}.1", "a") as f:
         f.write(evs[8])  # too late
-    with caplog.at_level(logging.WARNING, logger="ingest.condor_log"):
+    with caplog.at_level(logging.WARNING, logger="ingest.condor"):
         drain(fol, published)
     assert fol.stats.late_bytes == len(evs[8])
     assert "late_write" in caplog.text
@@ -348,7 +348,7 @@ def test_a_torn_last_event_of_a_rotated_file_is_skipped_with_a_count(tmp_path, c
     drain(fol, published)
     os.rename(p, f"{p}.old")
     p.write_text("".join(evs[4:]))
-    with caplog.at_level(logging.WARNING, logger="ingest.condor_log"):
+    with caplog.at_level(logging.WARNING, logger="ingest.condor"):
         drain(fol, published)
     assert [e.type for e in published] == ["submitted", "started", "disconnected"] + [
         "submitted", "started", "disconnected", "terminated"]
