@@ -56,6 +56,14 @@ class Attempt:
     signal: int | None = None
     site: str | None = None
     host: str | None = None
+    # the cause of the restart that interrupted this attempt (the next `started`), None when none did:
+    # restarts and their badput belong to the site of the attempt they interrupted
+    restart_cause: str | None = None
+    # `terminated` events that ended this attempt (or came after it ended, before the next start),
+    # with CPU, wall and cores: their CPU and wall time belong to this attempt's site
+    cpu_terminations: int = 0
+    cpu_ms: int = 0
+    core_wall_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -77,6 +85,15 @@ class JobSummary:
     badput_core_ms: int = 0
     submission: str | None = None
     last_terminated_ts: float | None = None
+    # the current hold (state == "held"): the latest held event's reason, HTCondor codes and ts
+    hold_reason: str | None = None
+    hold_code: int | None = None
+    hold_subcode: int | None = None
+    held_ts: float | None = None
+    # CPU of `terminated` events before the job's first `started`: no attempt, so site `unknown`
+    pre_start_cpu_terminations: int = 0
+    pre_start_cpu_ms: int = 0
+    pre_start_core_wall_ms: int = 0
     version: int = 0  # of the job's event set (processors.stage.entity_version), set by whoever holds the set
 
     @property
@@ -138,6 +155,7 @@ def summarize_job(events: Sequence[JobEvent]) -> JobSummary:
                 prev = s.attempts[-1]
                 cause = ender.type if ender is not None else "unknown"
                 causes[cause] = causes.get(cause, 0) + 1
+                prev.restart_cause = cause
                 if not terminated_in_attempt:
                     end_ev = ender if ender is not None else ev
                     wall = ender.wall_s if (ender is not None and ender.wall_s is not None) else end_ev.ts - start.ts
@@ -163,9 +181,19 @@ def summarize_job(events: Sequence[JobEvent]) -> JobSummary:
             s.last_terminated_ts = ev.ts
             cores = _cores(ev.cores, start.cores if start is not None else None, job_cores)
             if ev.cpu_user_s is not None and ev.cpu_sys_s is not None and ev.wall_s is not None:
+                cpu_ms, core_wall_ms = round((ev.cpu_user_s + ev.cpu_sys_s) * MS), round(ev.wall_s * cores * MS)
                 s.cpu_terminations += 1
-                s.cpu_ms += round((ev.cpu_user_s + ev.cpu_sys_s) * MS)
-                s.core_wall_ms += round(ev.wall_s * cores * MS)
+                s.cpu_ms += cpu_ms
+                s.core_wall_ms += core_wall_ms
+                if s.attempts:
+                    a = s.attempts[-1]
+                    a.cpu_terminations += 1
+                    a.cpu_ms += cpu_ms
+                    a.core_wall_ms += core_wall_ms
+                else:
+                    s.pre_start_cpu_terminations += 1
+                    s.pre_start_cpu_ms += cpu_ms
+                    s.pre_start_core_wall_ms += core_wall_ms
             if start is not None and not terminated_in_attempt:
                 terminated_in_attempt = True
                 a = s.attempts[-1]
@@ -173,6 +201,13 @@ def summarize_job(events: Sequence[JobEvent]) -> JobSummary:
                 a.wall_s = ev.wall_s if ev.wall_s is not None else ev.ts - start.ts
                 a.cores, a.exit_code, a.signal = cores, ev.exit_code, ev.signal
     s.restart_causes = causes
+    last = events[-1]
+    if s.state == "held":  # the latest event is a `held`: the current hold, its reason and codes the latest's
+        s.hold_reason, s.hold_code, s.hold_subcode = last.reason, last.hold_code, last.hold_subcode
+        i = len(events) - 1
+        while i > 0 and events[i - 1].type == "held":  # held again while held: held since the first of them
+            i -= 1
+        s.held_ts = events[i].ts
     if last_term is not None:
         s.exit_code, s.signal = last_term.exit_code, last_term.signal
     s.completed_ok = s.state == "completed" and s.exit_code == 0 and s.signal is None

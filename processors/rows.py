@@ -31,6 +31,9 @@ def job_row(st: "StageState", s: JobSummary) -> dict[str, Any]:
         "badput_core_ms": s.badput_core_ms, "badput_core_hours": core_hours(s.badput_core_ms),
         "first_ts": s.first_ts, "last_ts": s.last_ts, "submitted_ts": s.submitted_ts,
         "site": (last.site or "") if last else "", "host": (last.host or "") if last else "",
+        "hold_reason": s.hold_reason or "", "hold_code": s.hold_code, "hold_subcode": s.hold_subcode,
+        "held_ts": s.held_ts, "pre_start_cpu_terminations": s.pre_start_cpu_terminations,
+        "pre_start_cpu_ms": s.pre_start_cpu_ms, "pre_start_core_wall_ms": s.pre_start_core_wall_ms,
         "events": s.events, "version": s.version or s.events,
     })
     return row
@@ -43,6 +46,8 @@ def job_attempt_rows(st: "StageState", s: JobSummary) -> Iterator[dict[str, Any]
             "started_ts": a.started_ts, "ended_ts": a.ended_ts, "ended_by": a.ended_by or "",
             "wall_s": a.wall_s, "cores": a.cores, "badput_core_ms": a.badput_core_ms,
             "exit_code": a.exit_code, "signal": a.signal, "site": a.site or "", "host": a.host or "",
+            "restart_cause": a.restart_cause or "", "cpu_terminations": a.cpu_terminations, "cpu_ms": a.cpu_ms,
+            "core_wall_ms": a.core_wall_ms,
             "version": s.version or s.events,
         }
 
@@ -69,8 +74,8 @@ def stage_row(st: "StageState") -> dict[str, Any]:
 
 RAW_COLUMNS: tuple[str, ...] = (
     "campaign", "stage", "kind", "entity", "event_id", "type", "ts", "submission", "job_id", "file",
-    "exit_code", "signal", "cpu_user_s", "cpu_sys_s", "wall_s", "cores", "reason", "site", "host", "parents",
-    "location", "source", "ingested_ts",
+    "exit_code", "signal", "cpu_user_s", "cpu_sys_s", "wall_s", "cores", "reason", "site", "host",
+    "hold_code", "hold_subcode", "parents", "location", "source", "ingested_ts",
 )
 
 
@@ -79,13 +84,15 @@ def raw_event_row(ev: Any, source: str, ingested_ts: float) -> list[Any]:
     if ev.__class__.__name__ == "JobEvent":
         return [ev.campaign, ev.stage, "job", ev.job_id, ev.event_id, ev.type, ev.ts, ev.submission or "",
                 ev.job_id, "", ev.exit_code, ev.signal, ev.cpu_user_s, ev.cpu_sys_s, ev.wall_s, ev.cores,
-                ev.reason or "", ev.site or "", ev.host or "", [], "", source, ingested_ts]
+                ev.reason or "", ev.site or "", ev.host or "", ev.hold_code, ev.hold_subcode, [], "", source,
+                ingested_ts]
     return [ev.campaign, ev.stage, "file", ev.file, ev.event_id, ev.type, ev.ts, ev.submission or "",
-            ev.job_id or "", ev.file, None, None, None, None, None, None, "", "", "", ev.parents or [],
+            ev.job_id or "", ev.file, None, None, None, None, None, None, "", "", "", None, None, ev.parents or [],
             ev.location or "", source, ingested_ts]
 
 
 _JOB_INTS = ("exit_code", "signal", "cores")
+_HOLD_INTS = ("hold_code", "hold_subcode")  # columns of schema version 3: absent from rows an older query selects
 _JOB_FLOATS = ("cpu_user_s", "cpu_sys_s", "wall_s")
 
 
@@ -103,6 +110,7 @@ def event_from_raw_row(row: dict[str, Any]) -> Any:
         return JobEvent(job_id=row["entity"], reason=row["reason"] or None, site=row["site"] or None,
                         host=row["host"] or None, **common,
                         **{k: _opt(int, row[k]) for k in _JOB_INTS},
+                        **{k: _opt(int, row.get(k)) for k in _HOLD_INTS},
                         # a store may give Float64 columns back as int (0) or Decimal: the contract says float
                         **{k: _opt(float, row[k]) for k in _JOB_FLOATS})
     return FileEvent(file=row["entity"], job_id=row["job_id"] or None, parents=list(row["parents"]) or None,

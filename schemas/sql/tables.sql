@@ -24,6 +24,8 @@ CREATE TABLE IF NOT EXISTS raw_events (
     reason String,
     site String,
     host String,
+    hold_code Nullable(Int32),      -- HTCondor's HoldReasonCode (held events)
+    hold_subcode Nullable(Int32),   -- HTCondor's HoldReasonSubCode
     parents Array(String),
     location String,
     source String,          -- the file or topic it came from
@@ -58,6 +60,13 @@ CREATE TABLE IF NOT EXISTS job_state (
     submitted_ts Nullable(Float64),
     site String,
     host String,
+    hold_reason String,             -- the current hold (state = 'held'): the latest held event's reason
+    hold_code Nullable(Int32),
+    hold_subcode Nullable(Int32),
+    held_ts Nullable(Float64),      -- held since: the first of the trailing held events
+    pre_start_cpu_terminations UInt32,  -- terminated events before the first started: site 'unknown'
+    pre_start_cpu_ms UInt64,
+    pre_start_core_wall_ms UInt64,
     events UInt32,
     version UInt64
 ) ENGINE = ReplacingMergeTree(version) ORDER BY (campaign, stage, job_id);
@@ -78,6 +87,10 @@ CREATE TABLE IF NOT EXISTS job_attempts (
     signal Nullable(Int32),
     site String,
     host String,
+    restart_cause String,   -- the cause of the restart that interrupted this attempt; '' = none did
+    cpu_terminations UInt32,    -- terminated events of this attempt with CPU and wall: its site's CPU
+    cpu_ms UInt64,
+    core_wall_ms UInt64,
     version UInt64
 ) ENGINE = ReplacingMergeTree(version) ORDER BY (campaign, stage, job_id, attempt);
 
