@@ -1,5 +1,7 @@
 """Store adapters: `chdb:PATH` (embedded, the default) and `clickhouse://user:pass@host:port/db`.
 
+Every store records its schema version; see store/migrations.py (`stagewatch migrate` upgrades).
+
 `open_store(url)` is for commands that write (replay, publish --store, worker, demo): it creates the
 store, its database and tables if missing. `open_store(url, create=False)` is for commands that only
 read (status, files, jobs, job, missing-files, verify, report): it creates nothing, so a typo in a
@@ -21,8 +23,13 @@ def default_store_url() -> str:
     return os.environ.get("STAGEWATCH_STORE") or DEFAULT_STORE
 
 
-def open_store(url: str | None = None, *, create: bool = True, kind: str = "store") -> Store:
-    """Open a store by URL; with `create`, make it (a chDB store marked as `kind`) and its tables if missing."""
+def open_store(url: str | None = None, *, create: bool = True, kind: str = "store", check: bool = True) -> Store:
+    """Open a store by URL; with `create`, make it (a chDB store marked as `kind`) and its tables if missing.
+
+    An existing store must be at this stagewatch's schema version (store/migrations.py): an older one is
+    refused with a sentence naming `stagewatch migrate`, a newer one with a sentence naming an upgrade.
+    `check=False` skips that (only `stagewatch migrate`, which upgrades it, opens a store so).
+    """
     url = url or default_store_url()
     if url.startswith("chdb:"):
         from stagewatch.store.chdb_store import ChdbStore
@@ -46,12 +53,14 @@ def open_store(url: str | None = None, *, create: bool = True, kind: str = "stor
 
         raise StoreError(f"Unknown store {_without_password(url)!r}: use chdb:PATH (embedded) or "
                          "clickhouse://user:pass@host:port/db.")
-    if create:
-        try:
+    try:
+        if create:
             store.ensure_schema()
-        except BaseException:
-            store.close()
-            raise
+        elif check:
+            store.check_schema()
+    except BaseException:
+        store.close()
+        raise
     return store
 
 

@@ -48,6 +48,18 @@ class Store(ABC):
     def ensure_schema(self) -> None:
         """Create the database and tables if missing (idempotent)."""
 
+    def _versioned_schema(self) -> None:
+        """Create a new store at the current schema version, or check an existing one's (migrations.py)."""
+        from stagewatch.store import migrations
+
+        migrations.create_or_check(self, self._apply_ddl)
+
+    def check_schema(self) -> None:
+        """Raise a StoreError unless the store's schema version is this stagewatch's (reads only)."""
+        from stagewatch.store import migrations
+
+        migrations.check(self)
+
     def _apply_ddl(self) -> None:
         """Run the DDL; a view re-created by another process at the same moment is not an error."""
         for stmt in ddl_statements():

@@ -135,7 +135,7 @@ class ChdbStore(Store):
                              f"replay into it again with `stagewatch replay FILE --store chdb:{path}`.") from exc
 
     def ensure_schema(self) -> None:
-        self._apply_ddl()
+        self._versioned_schema()
 
     def _insert_rows(self, table: str, columns: list[str], rows: Sequence[Sequence[Any]]) -> None:
         # JSONCompactEachRow (arrays, no keys) parses about twice as fast as JSONEachRow; the

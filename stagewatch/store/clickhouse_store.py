@@ -162,7 +162,7 @@ class ClickHouseStore(Store):
             raise StoreError(f"Cannot create database {self.database} on {self.url}: {_brief(exc)}") from exc
         finally:
             boot.disconnect()
-        self._apply_ddl()
+        self._versioned_schema()
 
     def _insert_rows(self, table: str, columns: list[str], rows: Sequence[Sequence[Any]]) -> None:
         try:
