@@ -31,8 +31,6 @@ DEFINITIONS_EPILOG = "Every number is defined in " + GLOSSARY_URL + " (also: `st
 app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
                   pretty_exceptions_enable=False,
                   help="stagewatch: how every campaign stage stands, in files and in jobs. " + DEFINITIONS_EPILOG)
-convert_app = typer.Typer(no_args_is_help=True, help="Convert other formats to stagewatch events (JSON lines).")
-app.add_typer(convert_app, name="convert")
 
 StoreOpt = typer.Option(None, "--store", help=f"chdb:PATH (embedded) or clickhouse://user:pass@host:port/db "
                                               "(optionally ?connect_timeout=S&send_receive_timeout=S; defaults 10 "
@@ -132,39 +130,6 @@ def write_jsonl(events: Any, out: Path | None) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
-@convert_app.command("condor-log")
-def convert_condor_log(
-    path: Path = typer.Argument(..., help="An HTCondor job event log (the job's `log = ...` file)."),
-    campaign: str = typer.Option(..., "--campaign"),
-    stage: str = typer.Option(..., "--stage"),
-    submission: Optional[str] = typer.Option(None, "--submission"),
-    schedd: Optional[str] = typer.Option(None, "--schedd", help="Schedd name, prefixed to job ids (schedd#123.0)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write here instead of stdout."),
-) -> None:
-    """Write job-event/1 JSON lines from an HTCondor job event log."""
-    from ingest import condor_log
-
-    not_a_log = getattr(condor_log, "NotAJobEventLog", ValueError)
-    if not path.is_file():
-        raise UserError(f"No HTCondor log at {path}; check the path.")
-    def at_least_one(events: Any) -> Any:
-        """The events; none at all is an error raised before --out is put in place."""
-        n = 0
-        for n, ev in enumerate(events, 1):
-            yield ev
-        if n == 0:  # a reader that does not raise NotAJobEventLog itself
-            raise not_a_log(f"{path} has no HTCondor job events: is it a job event log (the submit file's "
-                            "`log = ...`)?")
-
-    try:
-        n = write_jsonl(at_least_one(condor_log.convert_log(str(path), campaign=campaign, stage=stage,
-                                                            submission=submission, schedd=schedd)), out)
-    except not_a_log as exc:
-        err.print(f"[red]error:[/] {esc(exc)}", highlight=False)
-        raise typer.Exit(1)
-    err.print(f"converted {n} job events from {esc(path)}", highlight=False)
-
-
 @app.command()
 def replay(
     files: list[str] = typer.Argument(..., help="JSON-lines files of job-event/1 and file-event/1 ('-' is stdin)."),
