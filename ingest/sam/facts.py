@@ -1,0 +1,124 @@
+"""SAM snapshot -> contract events, so that the same fact is always the same event.
+
+A fact is what one poll saw: "file F is in definition D", "file F has consumed_status X in project P",
+"output O (parents [...]) exists", "output O is at location L". Its ``event_id`` is a hash of the
+source (the SAMWeb API root), campaign, stage, event type, file and the state that makes it a fact
+(definition, project, sorted parents, location): seen again, by this poller or another, it is the same
+id. Its ``ts`` is SAM's own time when SAM gives one (an output's ``create_date``), else the first time
+this source saw it (kept in the checkpoint, so a restart or a re-poll gives the same ts).
+
+consumed_status -> file event (POMS ``samweb_lite.do_totals`` counts "completed" as consumed, and its
+recovery dimensions treat skipped, unconsumed and cancelled files as needing another try):
+
+| SAM consumed_status | event |
+|---|---|
+| delivered, transferred | delivered (a process has it now) |
+| consumed, completed | consumed |
+| skipped, unconsumed, cancelled | skipped |
+| failed | failed |
+
+Facts of several projects first seen in one poll are ordered by the projects' start (a recovery
+project's facts come after the original's: 1 ms per project rank), so "the latest status" of a file
+is the latest project's even when a poller starts late.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from schemas.events import MAX_PARENTS, DeadLetter, FileEvent, encode_event
+
+#: SAM consumed_status values queried per project, grouped by the event each becomes, in progress order.
+STATUS_GROUPS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("delivered", ("delivered", "transferred")),
+    ("consumed", ("consumed", "completed")),
+    ("skipped", ("skipped", "unconsumed", "cancelled")),
+    ("failed", ("failed",)),
+)
+RANK_STEP_S = 0.001
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One thing SAM says, before it has a ts."""
+
+    type: str
+    file: str
+    detail: str = ""  # definition, project, location, or parents chunk
+    parents: tuple[str, ...] | None = None
+    submission: str | None = None
+    sam_ts: float | None = None  # SAM's own time of the fact, if it has one
+    rank: int = 0  # project rank (first-seen ordering of facts of later projects)
+
+
+def event_id(source: str, campaign: str, stage: str, fact: Fact) -> str:
+    key = "\x1f".join((source, campaign, stage, fact.type, fact.file, fact.detail,
+                       "\x1e".join(fact.parents or ())))
+    return "sam:" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+
+
+def to_event(fact: Fact, eid: str, ts: float, campaign: str, stage: str) -> FileEvent:
+    """The contract event; raises ValueError/TypeError (msgspec) when a value breaks the contract."""
+    kw: dict[str, Any] = {}
+    if fact.parents is not None:
+        kw["parents"] = list(fact.parents)
+    if fact.type == "output_located":
+        kw["location"] = fact.detail
+    if fact.submission:
+        kw["submission"] = fact.submission
+    ev = FileEvent(event_id=eid, ts=ts, campaign=campaign, stage=stage, file=fact.file, type=fact.type, **kw)
+    # msgspec does not check Meta constraints on construction: round-trip through the decoder.
+    from schemas.events import decode_event
+
+    return decode_event(encode_event(ev))  # type: ignore[return-value]
+
+
+def dead_letter(source: str, fact: Fact, reason: str) -> DeadLetter:
+    import json
+
+    raw = json.dumps({"type": fact.type, "file": fact.file, "detail": fact.detail,
+                      "parents": list(fact.parents or ()), "submission": fact.submission},
+                     ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return DeadLetter(source, f"{fact.type} {fact.file[:200]}", reason, raw)
+
+
+def parse_sam_time(value: Any) -> float | None:
+    """SAM's times: ISO 8601 strings (``2017-06-20T11:25:00+00:00``) or Unix seconds; None if neither."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str) and value:
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if dt.tzinfo is None:
+            dt = dt.replace(tzinfo=timezone.utc)  # SAM serves UTC unless asked for a Timezone
+        try:
+            return dt.timestamp()
+        except (OverflowError, ValueError):
+            return None
+    return None
+
+
+def parent_names(md: dict[str, Any]) -> list[str]:
+    """``parents`` of SAM metadata: objects with ``file_name`` (or plain names)."""
+    out = []
+    for p in md.get("parents") or ():
+        name = p.get("file_name") if isinstance(p, dict) else p
+        if isinstance(name, str) and name:
+            out.append(name)
+    return out
+
+
+def output_facts(md: dict[str, Any], inputs: set[str]) -> list[Fact]:
+    """output_declared for a child: its parents among the stage's inputs (in chunks of MAX_PARENTS)."""
+    parents = sorted({p for p in parent_names(md) if p in inputs})
+    if not parents:
+        return []
+    ts = parse_sam_time(md.get("create_date"))
+    return [Fact("output_declared", md["file_name"], detail=f"parents#{i // MAX_PARENTS}",
+                 parents=tuple(parents[i:i + MAX_PARENTS]), sam_ts=ts)
+            for i in range(0, len(parents), MAX_PARENTS)]
