@@ -14,10 +14,9 @@ updates dashboards in place instead of duplicating them.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any, Iterator
 
-from grafana_foundation_sdk.builders import barchart, bargauge, stat, statetimeline, table, text, timeseries
+from grafana_foundation_sdk.builders import barchart, bargauge, stat, statetimeline, text, timeseries
 from grafana_foundation_sdk.builders import common as cb
 from grafana_foundation_sdk.builders import dashboard as db
 from grafana_foundation_sdk.cog import plugins as cogplugins
@@ -27,9 +26,11 @@ from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models.text import TextMode
 
 from dashboards import queries as dq
-from dashboards.chquery import DATASOURCE_UID, ClickHouseQueryBuilder, datasource_ref
-from processors.numbers import (FILE_BUCKETS, GLOSSARY_URL, JOB_STATES, NUMBERS_BY_NAME, RESTART_CAUSES,
-                                STALL_THRESHOLD_S)
+from dashboards.chquery import datasource_ref
+from dashboards.operator_panels import jobs_by_state_panel, overview_stats, with_thresholds
+from dashboards.parts import (JOB_ID, OVERVIEW_WHERE, STAGE_WHERE, BuildOptions, _number_overrides, _prop,
+                              _query, _table, number_column, variable_contains, variable_value)
+from processors.numbers import FILE_BUCKETS, GLOSSARY_URL, JOB_STATES, NUMBERS_BY_NAME, RESTART_CAUSES
 from schemas import queries as sq
 
 UID_OVERVIEW = "stagewatch-overview"
@@ -41,34 +42,6 @@ TAGS = ["stagewatch"]
 
 
 
-def variable_value(name: str) -> str:
-    """A single-valued dashboard variable as a SQL string expression that no value can break out of.
-
-    Grafana's quoting formats do not escape backslashes (`singlequote` turns `a\\` into `'a\\'`, an
-    unterminated literal in ClickHouse, and `a\\'` into SQL that ends the string early), and the plugin
-    expands its `$__` macros in the interpolated text, inside literals too. `percentencode` leaves only
-    `A-Z a-z 0-9 - _ . ~ %` in the SQL, whatever the name; ClickHouse (18.16 too) decodes it back.
-    """
-    return f"decodeURLComponent('${{{name}:percentencode}}')"
-
-
-def variable_contains(name: str, column: str) -> str:
-    """Whether `column` is one of a multi-valued variable's selected values, safe for any value.
-
-    Grafana percent-encodes a multi-value as `{a,b}` joined first, so the decoded text is split back on
-    commas by position: exact for every name without a comma, and a selected name containing commas still
-    matches itself. A single (string) value compares as it is.
-    """
-    d = variable_value(name)
-    return (f"({d} = {column} OR position(concat(',', substring({d}, 2, length({d}) - 2), ','), "
-            f"concat(',', {column}, ',')) > 0)")
-
-
-OVERVIEW_WHERE = f"$__conditionalAll({variable_contains('campaign', 'campaign')}, $campaign)"
-"""All campaigns, or the selected ones (the plugin drops the condition when "All" is selected)."""
-STAGE_WHERE = f"campaign = {variable_value('campaign')} AND stage = {variable_value('stage')}"
-JOB_ID = variable_value("job_id")
-
 # The overview table: files first, then jobs (the issue's order), then the stall flag.
 OVERVIEW_COLUMNS = (
     "campaign", "stage",
@@ -77,56 +50,6 @@ OVERVIEW_COLUMNS = (
     "jobs_idle", "jobs_running", "jobs_held", "jobs_completed_ok", "jobs_completed_failed", "jobs_removed",
     "restarts", "cpu_efficiency_pct", "stalled",
 )
-
-UNITS = {"completion_pct": "percent", "cpu_efficiency_pct": "percent", "badput_core_hours": "none"}
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    """What a deployment may change; everything else is fixed so uids and JSON stay stable."""
-
-    datasource_uid: str = DATASOURCE_UID
-    stall_threshold_s: float = STALL_THRESHOLD_S
-
-
-# --------------------------------------------------------------------------------------------------
-# small helpers
-
-
-def _query(sql: str, ref_id: str = "A", *, time_series: bool = False,
-           opts: BuildOptions = BuildOptions()) -> ClickHouseQueryBuilder:
-    q = ClickHouseQueryBuilder().sql(sql.strip() + "\n").ref_id(ref_id).datasource_uid(opts.datasource_uid)
-    return q.time_series() if time_series else q.table()
-
-
-def _table() -> table.Panel:
-    """A table panel with its field defaults spelled out (as the SDK fills them when loading JSON back)."""
-    return table.Panel().align(cm.FieldTextAlignment.AUTO).inspect(False)
-
-
-def _prop(id_: str, value: Any) -> dm.DynamicConfigValue:
-    return dm.DynamicConfigValue(id_val=id_, value=value)
-
-
-def number_column(column: str) -> tuple[str, str]:
-    """(display name, description) of a STATUS_SQL column, from the glossary."""
-    if column.startswith("restarts_") and column[len("restarts_"):] in RESTART_CAUSES:
-        cause = column[len("restarts_"):]
-        return f"Restarts: {cause}", NUMBERS_BY_NAME["restarts_by_cause"].definition
-    n = NUMBERS_BY_NAME[column]
-    return n.short, n.definition
-
-
-def _number_overrides(panel: Any, columns: list[str]) -> Any:
-    for col in columns:
-        if col in ("campaign", "stage"):
-            continue
-        short, definition = number_column(col)
-        props = [_prop("displayName", short), _prop("description", definition)]
-        if col in UNITS:
-            props.append(_prop("unit", UNITS[col]))
-        panel = panel.override_by_name(col, props)
-    return panel
 
 
 def _stage_link(title: str = "Open the stage view") -> dict[str, Any]:
@@ -218,7 +141,7 @@ def overview(opts: BuildOptions = BuildOptions()) -> dm.Dashboard:
     d = (_base(UID_OVERVIEW, "stagewatch / Campaign overview",
                "The 30,000 ft view: every stage in files and in jobs.")
          .with_variable(_ch_variable("campaign", "Campaign", CAMPAIGN_VARIABLE_SQL, multi=True, opts=opts))
-         .with_panel(t).with_panel(help_text))
+         .with_panel(overview_stats(3, opts)).with_panel(t).with_panel(help_text))
     return d.build()
 
 
@@ -270,6 +193,7 @@ def stage(opts: BuildOptions = BuildOptions()) -> dm.Dashboard:
                 .color_scheme(db.FieldColor().mode(dm.FieldColorModeId.FIXED).fixed_color("blue")))
     headline = _number_overrides(headline, list(STAGE_HEADLINE))
     headline = headline.override_by_name("stalled", [_prop("mappings", _stalled_mappings())])
+    headline = with_thresholds(headline, STAGE_HEADLINE)
 
     def gauge(pid: int, title: str, cols: tuple[str, ...], description: str) -> Any:
         p = (bargauge.Panel().id(pid).title(title).description(description).datasource(ds)
@@ -340,7 +264,8 @@ def stage(opts: BuildOptions = BuildOptions()) -> dm.Dashboard:
          .with_variable(_ch_variable("campaign", "Campaign", CAMPAIGN_VARIABLE_SQL, multi=False, opts=opts))
          .with_variable(_ch_variable("stage", "Stage", STAGE_VARIABLE_SQL, multi=False, opts=opts))
          .with_panel(headline).with_panel(buckets).with_panel(states).with_panel(causes)
-         .with_panel(progress).with_panel(restarts).with_panel(cpu_hist).with_panel(exits)
+         .with_panel(progress).with_panel(restarts).with_panel(jobs_by_state_panel(12, opts))
+         .with_panel(cpu_hist).with_panel(exits)
          .with_panel(missing).with_panel(top_restarts).with_panel(top_badput))
     return d.build()
 
