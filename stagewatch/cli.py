@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -11,7 +12,7 @@ import time
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -61,8 +62,8 @@ def _main(log_level: str = typer.Option("WARNING", "--log-level", help="DEBUG, I
     _setup_logging(log_level)
 
 
-def parse_time(value: str | None) -> float | None:
-    """RFC 3339 (with zone) or Unix seconds."""
+def parse_time(value: str | None, option: str = "--as-of") -> float | None:
+    """RFC 3339 (with zone) or Unix seconds; errors name the `option` the value came from."""
     if value is None:
         return None
     try:
@@ -71,15 +72,15 @@ def parse_time(value: str | None) -> float | None:
         pass
     else:
         if not math.isfinite(seconds):
-            raise UserError(f"--as-of {value!r} is not a time: give Unix seconds or an RFC 3339 time like "
+            raise UserError(f"{option} {value!r} is not a time: give Unix seconds or an RFC 3339 time like "
                             "2017-06-20T11:25:00Z.")
         return seconds
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise UserError(f"--as-of {value!r} is neither Unix seconds nor an RFC 3339 time like 2017-06-20T11:25:00Z.")
+        raise UserError(f"{option} {value!r} is neither Unix seconds nor an RFC 3339 time like 2017-06-20T11:25:00Z.")
     if dt.tzinfo is None:
-        raise UserError(f"--as-of {value!r} has no time zone; add one, e.g. {value}Z.")
+        raise UserError(f"{option} {value!r} has no time zone; add one, e.g. {value}Z.")
     return dt.timestamp()
 
 
@@ -192,68 +193,122 @@ def _replay_notices(report: Any) -> None:
         raise typer.Exit(1)
 
 
-STATUS_HELP = "Per stage: the file numbers first, then the jobs.\n\n" + "\n\n".join(
-    f"[bold]{n.name}[/]: {n.definition}" for n in NUMBERS)
+STATUS_HELP = "How every stage stands: files first (the real measure), then jobs."
+STATUS_EPILOG = ("The table fits the terminal (120 columns; at 80 fewer columns: a column that does not fit is "
+                 "left out, never cut); --wide shows every number. Column headers are the glossary's short "
+                 "names: `stagewatch glossary` prints every definition (also in " + GLOSSARY_URL + ").")
+
+AT_HELP = ("Numbers as they stood at TIME (RFC 3339 or Unix seconds): computed from exactly the events with "
+           "ts <= TIME, and TIME is also the stall clock. Default: now, from every event.")
+NOW_HELP = ("Only the clock of the stall rule and of 'ago' (RFC 3339 or Unix seconds); the numbers count every "
+            "event. Default: now.")
+AS_OF_HELP = "Deprecated: an alias of --at (it used to move only the stall clock, which is now --now)."
 
 
-@app.command(help=STATUS_HELP + "\n\n" + DEFINITIONS_EPILOG)
+def moment(at: str | None, as_of: str | None = None, now: str | None = None) -> tuple[float | None, float | None]:
+    """(at, clock) from --at / --as-of / --now: at is None for the current numbers; clock None means now."""
+    if at is not None and as_of is not None:
+        raise UserError("--as-of is an alias of --at: give one of them.")
+    at_s = parse_time(at, "--at") if at is not None else parse_time(as_of, "--as-of")
+    now_s = parse_time(now, "--now")
+    if at_s is not None and now_s is not None:
+        raise UserError("--at TIME already sets the stall clock to TIME: give --at or --now, not both.")
+    return at_s, (at_s if at_s is not None else now_s)
+
+
+@contextlib.contextmanager
+def view_at(st: Store, at: float | None, campaign: str | None = None, stage: str | None = None) -> Iterator[Store]:
+    """The store to read: the user's, or (with --at) the selected stages as they stood at `at`.
+
+    The user's store must not be queried inside (a chDB store is paused while the view exists).
+    """
+    if at is None:
+        yield st
+        return
+    from stagewatch.timetravel import store_at
+
+    with store_at(st, at, campaign, stage) as past:
+        yield past
+
+
+def _terminal_width() -> int:
+    """The overview's width: the terminal's, else $COLUMNS, else 120 (what the compact view is made for)."""
+    if console.is_terminal:
+        return console.width
+    try:
+        return max(40, int(os.environ.get("COLUMNS", "")))
+    except ValueError:
+        return 120
+
+
+@app.command(help=STATUS_HELP, epilog=STATUS_EPILOG)
 def status(
-    store: Optional[str] = StoreOpt,
-    campaign: Optional[str] = typer.Option(None, "--campaign"),
-    stage: Optional[str] = typer.Option(None, "--stage"),
-    as_of: Optional[str] = typer.Option(None, "--as-of", help="RFC 3339 or Unix seconds; default now."),
+    campaign: Optional[str] = typer.Option(None, "--campaign", help="Only this campaign."),
+    stage: Optional[str] = typer.Option(None, "--stage", help="Only this stage."),
+    at: Optional[str] = typer.Option(None, "--at", metavar="TIME", help=AT_HELP),
+    now: Optional[str] = typer.Option(None, "--now", metavar="TIME", help=NOW_HELP),
+    wide: bool = typer.Option(False, "--wide", help="Every number: all six file buckets (their sum is the input "
+                                                    "files), every job state, restarts by cause."),
+    watch: Optional[float] = typer.Option(None, "--watch", metavar="SECONDS", min=0.1,
+                                          help="Redraw in place every SECONDS (like condor_watch_q); Ctrl-C stops."),
+    exit_when_done: bool = typer.Option(False, "--exit-when-done",
+                                        help="Keep reading (every --watch SECONDS, default 60) until every selected "
+                                             "stage has no work left (exit 0) or one is stalled (exit 1)."),
+    format: Fmt = typer.Option(Fmt.table, "--format", help="table, or json (every number by its glossary name)."),
     stall_threshold: float = typer.Option(STALL_THRESHOLD_S / 3600, "--stall-threshold-hours"),
-    format: Fmt = typer.Option(Fmt.table, "--format"),
+    store: Optional[str] = StoreOpt,
+    as_of: Optional[str] = typer.Option(None, "--as-of", metavar="TIME", help=AS_OF_HELP),
 ) -> None:
+    from stagewatch.views.overview import render
+    from stagewatch.views.watch import watch_loop
+
+    when, clock = moment(at, as_of, now)
+    if (watch is not None or exit_when_done) and when is not None:
+        raise UserError("--watch and --exit-when-done follow the numbers as they change: drop --at.")
+
+    def read() -> dict[str, Any]:
+        result = _read_status(store, campaign, stage, when, clock, stall_threshold * 3600)
+        if not result["stages"]:
+            err.print("No stages match. Replay events first (stagewatch replay FILE, or stagewatch demo).")
+            raise typer.Exit(1)
+        return result
+
+    def show(result: dict[str, Any]) -> Any:
+        table, width = render(result, _terminal_width(), wide=wide)
+        return table, width
+
+    if watch is None and not exit_when_done:
+        result = read()
+        if format == Fmt.json:
+            sys.stdout.write(json.dumps(result, indent=2) + "\n")
+            return
+        table, width = show(result)
+        Console(width=width, file=console.file, force_terminal=console.is_terminal).print(table)
+        return
+    code = watch_loop(read, None if format == Fmt.json else (lambda r: show(r)[0]), console,
+                      interval=watch if watch is not None else 60.0, exit_when_done=exit_when_done)
+    raise typer.Exit(code)
+
+
+def _read_status(url: str | None, campaign: str | None, stage: str | None, at: float | None, clock: float | None,
+                 threshold_s: float) -> dict[str, Any]:
+    """`read_status` at a moment: `at` selects the events (ts <= at), `clock` is the stall clock."""
     from stagewatch.reading import read_status
 
-    when = parse_time(as_of)
-    with open_read(store) as st:
-        result = read_status(st, campaign, stage, as_of=when, threshold_s=stall_threshold * 3600)
+    with open_read(url) as st:
+        with view_at(st, at, campaign, stage) as view:
+            result = read_status(view, campaign, stage, as_of=clock, threshold_s=threshold_s)
         if not result["stages"]:
             require_known(st, campaign, stage)  # one cheap query, only when a filter matched nothing
-    if format == Fmt.json:
-        sys.stdout.write(json.dumps(result, indent=2) + "\n")
-        return
-    if not result["stages"]:
-        err.print("No stages match. Replay events first (stagewatch replay FILE, or stagewatch demo).")
-        raise typer.Exit(1)
-    console.print(overview_table(result))
+    result["at"] = at
+    return result
 
 
-def overview_table(result: dict[str, Any]) -> Table:
-    """The 30,000 ft view: files first (the real measure), then jobs."""
-    cols = [
-        ("input_files", "files"), ("files_located", "files"), ("files_without_located_output", "files"),
-        ("completion_pct", "files"), ("files_in_flight", "files"), ("files_failed", "files"),
-        ("files_pending", "files"),
-        ("jobs", "jobs"), ("jobs_idle", "jobs"), ("jobs_running", "jobs"), ("jobs_held", "jobs"),
-        ("jobs_completed_ok", "jobs"), ("jobs_completed_failed", "jobs"), ("jobs_removed", "jobs"),
-        ("restarts", "jobs"), ("cpu_efficiency_pct", "jobs"),
-    ]
-    rows = []
-    for st in result["stages"]:
-        cells = []
-        for name, _ in cols:
-            cells.append(Text(fmt_number(st[name])))
-        label = Text(str(st["stage"]), style="bold")
-        if st["stalled"]:
-            label.append(" STALLED", style="red bold")
-        rows.append((cell(st["campaign"]), label, *cells, Text(fmt_ts(st["last_progress_ts"]))))
-    t = Table(title=Text(f"stagewatch — as of {fmt_ts(result['as_of'])} UTC"),
-              caption=Text(f"Definitions: {GLOSSARY_URL} or `stagewatch status --help`. "
-                           f"Stalled: work left and no progress for > {result['stall_threshold_s'] / 3600:g} h."))
-    t.add_column("Campaign", no_wrap=True, min_width=max([8] + [len(r[0]) for r in rows]))
-    t.add_column("Stage", no_wrap=True, min_width=max([5] + [len(r[1]) for r in rows]))
-    for i, (name, group) in enumerate(cols):
-        header = NUMBERS_BY_NAME[name].short
-        widest = max([len(w) for w in header.split()] + [len(r[2 + i]) for r in rows])
-        t.add_column(header, justify="right", style="cyan" if group == "files" else None, min_width=widest)
-    t.add_column("Last progress (UTC)", justify="right", no_wrap=True,
-                 min_width=max([16] + [len(r[-1]) for r in rows]))
-    for r in rows:
-        t.add_row(*r)
-    return t
+def overview_table(result: dict[str, Any]) -> Any:
+    """The compact overview at this terminal's width (the demo's view)."""
+    from stagewatch.views.overview import render
+
+    return render(result, _terminal_width())[0]
 
 
 @app.command("missing-files")

@@ -61,6 +61,51 @@ def fmt_number(value: Any, digits: int | None = None) -> str:
     return str(value)
 
 
+_UNITS = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
+
+
+def fmt_duration(seconds: Any, parts: int = 2) -> str:
+    """A duration as people say it ("2 h 13 min", "3 d 4 h", "45 s"): the `parts` largest units.
+
+    Truncated, not rounded (2 h 59 min 59 s is "2 h 59 min", never "3 h"), so a duration shown is never
+    more than it was. None (no value) is '-'; a value that is not a finite number is shown as it is.
+    """
+    if seconds is None:
+        return "-"
+    try:
+        total = float(seconds)
+    except (TypeError, ValueError):
+        return str(seconds)
+    if not math.isfinite(total):
+        return str(seconds)
+    sign = "-" if total < 0 else ""
+    left = int(abs(total))
+    if left < 1:
+        return "0 s"
+    first = next(i for i, (_, size) in enumerate(_UNITS) if left >= size)
+    shown: list[str] = []
+    for unit, size in _UNITS[first:first + parts]:
+        value, left = divmod(left, size)
+        if value:
+            shown.append(f"{value:,} {unit}")
+    return sign + " ".join(shown)
+
+
+def fmt_ago(ts: Any, now: float, parts: int = 1) -> str:
+    """How long before `now` a time was ("3 h ago"); '-' when there is no time."""
+    if ts is None:
+        return "-"
+    try:
+        delta = float(now) - float(ts)
+    except (TypeError, ValueError, OverflowError):
+        return str(ts)
+    if not math.isfinite(delta):
+        return fmt_ts(ts)
+    if delta < 0:
+        return "in " + fmt_duration(-delta, parts)
+    return fmt_duration(delta, parts) + " ago"
+
+
 def did_you_mean(value: str, known: Iterable[str], what: str, limit: int = 20) -> str:
     """A sentence naming the known values (at most `limit`), closest matches first if any."""
     names = sorted(set(known))

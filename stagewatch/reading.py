@@ -104,3 +104,36 @@ def count_jobs(store: Store, campaign: str, stage: str, *, state: str | None) ->
     rows = store.query(f"SELECT count() AS n FROM job_state FINAL WHERE {queries.where(campaign, stage)} "
                        f"AND {job_filter}")
     return int(rows[0]["n"]) if rows else 0
+
+
+def read_last_submissions(store: Store, campaign: str, stage: str) -> dict[str, str | None]:
+    """For each input file of the stage that a job had, the submission that last had it.
+
+    "Last had" is the file's latest delivered/consumed/skipped/failed event in the glossary's event
+    order (ts, then type in lifecycle order, then event_id: duplicates and arrival order change
+    nothing); its submission, or else the submission of the job it names. Files no job ever had
+    are absent. Two stage-wide queries (never one that grows with the list of files).
+    """
+    from processors.files import FILE_TYPE_RANK
+
+    w = queries.where(campaign, stage)
+    rows = store.query(f"SELECT DISTINCT entity, ts, type, event_id, submission, job_id FROM raw_events "
+                       f"WHERE {w} AND kind = 'file' AND type IN ('delivered', 'consumed', 'skipped', 'failed')")
+    latest: dict[str, tuple] = {}
+    for r in rows:
+        key = (float(r["ts"]), FILE_TYPE_RANK[r["type"]], r["event_id"])
+        have = latest.get(r["entity"])
+        if have is None or key > have[0]:
+            latest[r["entity"]] = (key, r["submission"] or "", r["job_id"] or "")
+    by_job = {}
+    if any(not sub and job for _, sub, job in latest.values()):
+        by_job = {r["job_id"]: r["submission"] for r in
+                  store.query(f"SELECT job_id, submission FROM job_state FINAL WHERE {w} AND submission != ''")}
+    return {f: (sub or by_job.get(job) or None) for f, (_, sub, job) in latest.items()}
+
+
+def find_job(store: Store, job_id: str) -> list[tuple[str, str]]:
+    """The (campaign, stage) pairs that have a job with this id (to run `job ID` without naming them)."""
+    rows = store.query(f"SELECT DISTINCT campaign, stage FROM raw_events WHERE kind = 'job' "
+                       f"AND entity = {queries.literal(job_id)} ORDER BY campaign, stage")
+    return [(r["campaign"], r["stage"]) for r in rows]
