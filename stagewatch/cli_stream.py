@@ -17,6 +17,7 @@ from typing import Any, Optional
 import typer
 from rich.console import Console
 
+from stagewatch import cli_condor
 from stagewatch.console import esc
 
 err = Console(stderr=True, soft_wrap=True)  # one line per message: logs and tests grep them
@@ -174,46 +175,77 @@ def publish(
 
 @tail_app.command("condor-log")
 def tail_condor_log(
-    path: Path = typer.Argument(..., help="The HTCondor job event log to follow (it may not exist yet)."),
-    campaign: str = typer.Option(..., "--campaign"),
-    stage: str = typer.Option(..., "--stage"),
-    submission: Optional[str] = typer.Option(None, "--submission"),
-    schedd: Optional[str] = typer.Option(None, "--schedd", help="Schedd name, prefixed to job ids (schedd#123.0)."),
-    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Where the read position is kept "
-                                                                         "(default PATH.stagewatch-checkpoint)."),
+    paths: list[Path] = typer.Argument(..., help="The HTCondor event log to follow, last (it may not exist yet); "
+                                                 "files before it are read first, in order (rotations first: "
+                                                 "EventLog.old EventLog)."),
+    campaign: Optional[str] = cli_condor.CampaignOpt,
+    stage: Optional[str] = cli_condor.StageOpt,
+    submission: Optional[str] = cli_condor.SubmissionOpt,
+    campaign_attr: Optional[str] = cli_condor.CampaignAttrOpt,
+    stage_attr: Optional[str] = cli_condor.StageAttrOpt,
+    attr: Optional[list[str]] = cli_condor.AttrOpt,
+    default_campaign: Optional[str] = cli_condor.DefaultCampaignOpt,
+    default_stage: Optional[str] = cli_condor.DefaultStageOpt,
+    max_held: int = cli_condor.MaxHeldOpt,
+    max_hold_s: float = cli_condor.MaxHoldOpt,
+    schedd: Optional[str] = cli_condor.SchedOpt,
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Where the read position (and the events "
+                                                                         "waiting for their job's 028 event) is "
+                                                                         "kept (default LAST_PATH.stagewatch-"
+                                                                         "checkpoint)."),
     poll_s: float = typer.Option(1.0, "--poll-s", help="Seconds between polls when the log has not grown."),
     kafka: Optional[str] = KafkaOpt,
     topic_prefix: str = PrefixOpt,
 ) -> None:
-    """Follow a growing HTCondor job event log and publish its job events (resumes from the checkpoint after a
-    stop or a crash, with no gap; events re-sent after a crash keep their event_id)."""
+    """Follow a growing HTCondor event log (per-submission, or a schedd's EVENT_LOG with --campaign-attr/
+    --stage-attr) through its rotations and publish its job events (resumes from the checkpoint after a stop
+    or a crash, with no gap; events re-sent after a crash keep their event_id)."""
+    from ingest.condor.tailing import FollowReport, run_follower
     from ingest.condor_log import CheckpointMismatch, LogFollower, LogReplaced
     from ingest.kafka_io import DeliveryError, SafeProducer, Topics
-    from ingest.publish import Publisher, tail_log
+    from ingest.publish import Publisher
 
+    routing = cli_condor.routing_from_options(campaign, stage, submission, campaign_attr, stage_attr, attr,
+                                              default_campaign, default_stage, max_held, max_hold_s, schedd)
+    for p in paths[:-1]:
+        if not p.is_file():
+            raise _user_error(f"No HTCondor log at {p}; check the path (only the last file may not exist yet).")
     kafka = _need_kafka(kafka)
     existing = _check_kafka(kafka)
     topics = Topics(topic_prefix)
-    if topics.job_events not in existing:
-        raise _user_error(f"Topic {topics.job_events} does not exist on {kafka}; run `stagewatch topics create` first.")
-    ckpt = checkpoint or Path(str(path) + ".stagewatch-checkpoint")
+    missing = [t for t in (topics.job_events, topics.dead_letter) if t not in existing]
+    if missing:
+        raise _user_error(f"Topic(s) {', '.join(missing)} do not exist on {kafka}; run `stagewatch topics create"
+                          + (f" --topic-prefix {topic_prefix}" if topic_prefix else "") + "` first.")
+    ckpt = checkpoint or Path(str(paths[-1]) + ".stagewatch-checkpoint")
     try:
-        follower = LogFollower(path, campaign=campaign, stage=stage, submission=submission, schedd=schedd,
-                               checkpoint_path=ckpt)
+        follower = LogFollower([str(p) for p in paths], routing=routing, schedd=schedd, checkpoint_path=ckpt)
     except CheckpointMismatch as exc:
         raise _user_error(f"{exc}; pass another --checkpoint or the original options.") from None
     pub = Publisher(SafeProducer(kafka, client_id="stagewatch-tail"), topics)
     stop = _stop_on_signals()
-    err.print(f"following {esc(path)} (checkpoint {esc(ckpt)}, resuming at byte {follower.committed_offset}); "
-              "Ctrl-C to stop", highlight=False)
+    err.print(f"following {esc(follower.reading)} (checkpoint {esc(ckpt)}, resuming at byte "
+              f"{follower.committed_offset} with {follower.held:,} held events); Ctrl-C to stop", highlight=False)
+
+    def closing(rep: Any) -> str:
+        return (f"stopped following {esc(follower.reading)} at byte {follower.committed_offset} (checkpoint "
+                f"{esc(ckpt)}, {follower.held:,} events held for their job's 028 event): published "
+                f"{rep.published:,} events and {rep.dead_letters:,} dead letters in {rep.commits} commit(s); "
+                f"{esc(follower.stats.summary())}")
+
+    rep = FollowReport()
     try:
-        rep = tail_log(pub, follower, poll_s=poll_s, stop=stop)
+        run_follower(pub, follower, poll_s=poll_s, stop=stop, report=rep)
     except DeliveryError as exc:
+        err.print(closing(rep), highlight=False)
         raise _user_error(f"{exc} The checkpoint was not moved: restart to re-send from there.") from None
     except LogReplaced as exc:
-        raise _user_error(f"{exc}; if the log was rotated, start with a new --checkpoint.") from None
-    err.print(f"published {rep.published:,} events in {rep.commits} commit(s); checkpoint at byte "
-              f"{follower.committed_offset} of {esc(path)}", highlight=False)
+        err.print(closing(rep), highlight=False)
+        raise _user_error(f"{exc} (Rotations to .old, .1, ... are followed without help; this means the file "
+                          "being read was deleted, replaced or rewritten before it was finished.)") from None
+    finally:
+        follower.close()
+    err.print(closing(rep), highlight=False)
 
 
 def worker(
