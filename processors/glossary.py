@@ -10,7 +10,7 @@ from pathlib import Path
 
 from processors.files import FILE_TYPE_ORDER
 from processors.jobs import JOB_TYPE_ORDER, STATE_AFTER
-from processors.numbers import NUMBERS, STALL_THRESHOLD_S
+from processors.numbers import FORECAST_NUMBERS, NUMBERS, SITE_NUMBERS, STALL_THRESHOLD_S
 
 EXAMPLES = {
     "input_files": "30,000 files declared as the input dataset of fd_mcgen_cry_fhc_all -> 30,000.",
@@ -46,6 +46,15 @@ EXAMPLES = {
     "last_progress_ts": "the newest terminated job or output_located file event.",
     "stalled": "idle jobs, last progress 3 h before as_of, threshold 2 h -> stalled; all jobs completed and no "
                "pending files -> never stalled.",
+    "site": "started at FNAL, evicted, started with no site -> one attempt at FNAL, one at unknown.",
+    "attempts": "started at FNAL, evicted, started at UCSD, terminated -> FNAL 1, UCSD 1.",
+    "site_restarts": "started at FNAL, evicted, started at UCSD -> FNAL: 1 restart (evicted: 1), UCSD: 0.",
+    "site_badput_core_hours": "4 cores at FNAL evicted after 900 s, restarted at UCSD -> FNAL 1.00, UCSD 0.00.",
+    "site_cpu_efficiency_pct": "evicted at FNAL, restarted and terminated at UCSD with 90 s CPU in 100 s on 1 core "
+                               "-> UCSD 90.0, FNAL null.",
+    "site_jobs_held": "started at FNAL, held -> FNAL 1.",
+    "located_rate_per_h": "12 input files located in the last 6 h -> 2.0.",
+    "eta": "100 files left at 2.0 per hour -> as_of + 50 h.",
 }
 
 HEADER = """# Glossary: every number stagewatch reports
@@ -77,6 +86,11 @@ def render() -> str:
         for n in NUMBERS:
             if n.group != group:
                 continue
+            out.append(f"\n### `{n.name}` — {n.short}\n\n{n.definition}\n\n*Example:* {EXAMPLES[n.name]}\n")
+    for numbers, title in ((FORECAST_NUMBERS, "Forecast (`status --format json`, the ETA column)"),
+                           (SITE_NUMBERS, "Sites (`stagewatch sites`): per execution site, summing to the stage")):
+        out.append(f"\n## {title}\n")
+        for n in numbers:
             out.append(f"\n### `{n.name}` — {n.short}\n\n{n.definition}\n\n*Example:* {EXAMPLES[n.name]}\n")
     return "".join(out)
 

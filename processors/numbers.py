@@ -115,6 +115,41 @@ NUMBERS: tuple[Number, ...] = (
 
 NUMBERS_BY_NAME = {n.name: n for n in NUMBERS}
 
+#: Per execution site of a stage (`stagewatch sites`, schemas.queries.SITES_SQL, processors.sites). The
+#: sums over a stage's sites are the stage's numbers of the same names.
+SITE_NUMBERS: tuple[Number, ...] = (
+    Number("site", "sites", "Site",
+           "An attempt's site is the `site` of its `started` event; `unknown` when that event has none. A "
+           "held job belongs to the site of its latest attempt (`unknown` when it never started)."),
+    Number("attempts", "sites", "Attempts", "The site's attempts (`started` events at the site)."),
+    Number("site_restarts", "sites", "Restarts",
+           "Restarts whose interrupted attempt ran at the site (a restart and its badput belong to the site of "
+           "the attempt it interrupted), by cause as in restarts_by_cause (JSON keys `restarts` and "
+           "`restarts_by_cause`)."),
+    Number("site_badput_core_hours", "sites", "Badput core-h",
+           "badput_core_hours of the attempts that ran at the site (JSON key `badput_core_hours`); sites are "
+           "sorted by it, most first."),
+    Number("site_cpu_efficiency_pct", "sites", "CPU eff %",
+           "cpu_efficiency_pct over the `terminated` events of the attempts that ran at the site (a terminated "
+           "event's CPU and wall time belong to the site of the attempt it ended; before any `started`: "
+           "`unknown`) (JSON key `cpu_efficiency_pct`)."),
+    Number("site_jobs_held", "sites", "Held",
+           "Held jobs whose latest attempt ran at the site (JSON key `jobs_held`)."),
+)
+
+#: The forecast of a stage (`status --format json`, the ETA column, processors.forecast, FORECAST_SQL).
+FORECAST_NUMBERS: tuple[Number, ...] = (
+    Number("located_rate_per_h", "forecast", "Located/h",
+           "Input files newly located per hour over the last `--rate-window` hours before as_of (default 6): "
+           "input files whose located time is in (as_of - window, as_of], / window hours, 2 decimals. A file's "
+           "located time is when it entered files_located: the earliest, over its located outputs, of the later "
+           "of the output's first `output_declared` naming it and its first `output_located`."),
+    Number("eta", "forecast", "ETA",
+           "When files_without_located_output would all be located at located_rate_per_h: as_of + remaining * "
+           "window / (files located in the window), Unix seconds rounded half up; null when the rate is 0 or "
+           "nothing is left."),
+)
+
 #: Integer counters summed over entity contributions (internal; the store keeps them so that
 #: ratios can be re-derived and verified exactly).
 COUNTERS: tuple[str, ...] = (

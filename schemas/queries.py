@@ -168,3 +168,152 @@ def missing_files_sql(campaign: str, stage: str) -> str:
 
 def files_sql(campaign: str, stage: str, buckets: Iterable[str] | None) -> str:
     return FILES_SQL.format(where=where(campaign, stage), bucket_filter=bucket_filter(buckets))
+
+
+# --------------------------------------------------------------------------------- sites, holds, forecast
+# One definition each for `stagewatch sites`, `stagewatch holds`, the forecast in `status --format json`
+# and the Grafana panels (same placeholders as above; the forecast adds {window_s}, {window_2s}).
+
+SITES_SQL = """
+SELECT
+    campaign,
+    stage,
+    site,
+    attempts,
+    restarts,
+{cause_sums},
+    intDiv(200 * badput_core_ms + 3600000, 7200000) / 100 AS badput_core_hours,
+    if(cpu_terminations = 0 OR core_wall_ms = 0, NULL,
+       intDiv(2000 * cpu_ms + core_wall_ms, 2 * {core_wall_ms}) / 10) AS cpu_efficiency_pct,
+    jobs_held,
+    badput_core_ms,
+    cpu_terminations,
+    cpu_ms,
+    core_wall_ms
+FROM (
+    SELECT campaign, stage, site,
+        sum(n_attempts) AS attempts, sum(n_restarts) AS restarts,
+{cause_inner},
+        sum(n_badput_core_ms) AS badput_core_ms, sum(n_cpu_terminations) AS cpu_terminations,
+        sum(n_cpu_ms) AS cpu_ms, sum(n_core_wall_ms) AS core_wall_ms, sum(n_jobs_held) AS jobs_held
+    FROM (
+        SELECT campaign, stage, if(site = '', 'unknown', site) AS site, toUInt64(1) AS n_attempts,
+            toUInt64(restart_cause != '') AS n_restarts,
+{cause_attempt},
+            toUInt64(badput_core_ms) AS n_badput_core_ms, toUInt64(cpu_terminations) AS n_cpu_terminations,
+            toUInt64(cpu_ms) AS n_cpu_ms, toUInt64(core_wall_ms) AS n_core_wall_ms, toUInt64(0) AS n_jobs_held
+        FROM job_attempts FINAL
+        WHERE {{where}}
+        UNION ALL
+        SELECT campaign, stage, if(site = '', 'unknown', site) AS site, toUInt64(0) AS n_attempts,
+            toUInt64(0) AS n_restarts,
+{cause_zero},
+            toUInt64(0) AS n_badput_core_ms, toUInt64(0) AS n_cpu_terminations, toUInt64(0) AS n_cpu_ms,
+            toUInt64(0) AS n_core_wall_ms, toUInt64(1) AS n_jobs_held
+        FROM job_state FINAL
+        WHERE {{where}} AND state = 'held'
+        UNION ALL
+        SELECT campaign, stage, 'unknown' AS site, toUInt64(0) AS n_attempts, toUInt64(0) AS n_restarts,
+{cause_zero},
+            toUInt64(0) AS n_badput_core_ms, toUInt64(pre_start_cpu_terminations) AS n_cpu_terminations,
+            toUInt64(pre_start_cpu_ms) AS n_cpu_ms, toUInt64(pre_start_core_wall_ms) AS n_core_wall_ms,
+            toUInt64(0) AS n_jobs_held
+        FROM job_state FINAL
+        WHERE {{where}} AND pre_start_cpu_terminations > 0
+    )
+    GROUP BY campaign, stage, site
+)
+ORDER BY badput_core_ms DESC, restarts DESC, campaign, stage, site
+""".format(
+    cause_sums=",\n".join(f"    restarts_{c}" for c in RESTART_CAUSES),
+    cause_inner=",\n".join(f"        sum(n_restarts_{c}) AS restarts_{c}" for c in RESTART_CAUSES),
+    cause_attempt=",\n".join(f"            toUInt64(restart_cause = '{c}') AS n_restarts_{c}" for c in RESTART_CAUSES),
+    cause_zero=",\n".join(f"            toUInt64(0) AS n_restarts_{c}" for c in RESTART_CAUSES),
+    core_wall_ms=safe_divisor("core_wall_ms"),
+)
+"""Per execution site of each stage (processors.numbers.SITE_NUMBERS): an attempt's site is its `started`
+event's (`unknown` when absent); restarts and badput belong to the attempt they interrupted, CPU to the
+attempt a `terminated` ended (`unknown` before any start); held jobs to their latest attempt's site.
+Sorted by badput, most first. The sums over a stage's sites are the stage's numbers."""
+
+HOLDS_SQL = """
+SELECT campaign, stage, hold_reason, hold_code, hold_subcode, count() AS jobs_held, min(held_ts) AS held_since_ts
+FROM job_state FINAL
+WHERE {where} AND state = 'held'
+GROUP BY campaign, stage, hold_reason, hold_code, hold_subcode
+ORDER BY campaign, stage, jobs_held DESC, hold_reason, hold_code, hold_subcode
+LIMIT {limit} BY campaign, stage
+"""
+"""The held jobs of each stage grouped by their current hold (reason text, HTCondor code and subcode),
+most jobs first, with the oldest "held since" of each group; at most {limit} reasons per stage."""
+
+HELD_JOBS_SQL = """
+SELECT job_id, hold_reason, hold_code, hold_subcode, held_ts, site, host, submission, attempts, restarts
+FROM job_state FINAL
+WHERE {where} AND state = 'held'
+ORDER BY held_ts, job_id
+LIMIT {limit}
+"""
+"""Held jobs of a stage with their hold: what `jobs --state held` shows (the longest held first)."""
+
+FORECAST_SQL = """
+SELECT campaign, stage, remaining, located_in_window,
+    intDiv(720000 * located_in_window + {window_s}, {window_2s}) / 100 AS located_rate_per_h,
+    if(remaining = 0 OR located_in_window = 0, NULL,
+       {as_of} + intDiv(2 * remaining * {window_s} + located_in_window,
+                        2 * greatest(located_in_window, 1))) AS eta
+FROM (
+    SELECT campaign, stage, toUInt64(input_files - files_located) AS remaining
+    FROM stage_numbers FINAL
+    WHERE {where}
+) AS n ANY LEFT JOIN (
+    SELECT campaign, stage, toUInt64(count()) AS located_in_window
+    FROM (
+        SELECT campaign, stage, input, min(t) AS located_input_ts
+        FROM (
+            SELECT campaign, stage, p AS input, greatest(declared, located) AS t
+            FROM (
+                SELECT campaign, stage, entity AS o, arrayJoin(parents) AS p, min(ts) AS declared
+                FROM raw_events FINAL
+                WHERE {where} AND kind = 'file' AND type = 'output_declared'
+                GROUP BY campaign, stage, o, p
+            ) AS d ALL INNER JOIN (
+                SELECT campaign, stage, entity AS o, min(ts) AS located
+                FROM raw_events FINAL
+                WHERE {where} AND kind = 'file' AND type = 'output_located'
+                GROUP BY campaign, stage, o
+            ) AS l USING (campaign, stage, o)
+        ) AS t
+        GROUP BY campaign, stage, input
+    ) AS li ALL INNER JOIN (
+        SELECT DISTINCT campaign, stage, entity AS input
+        FROM raw_events
+        WHERE {where} AND kind = 'file' AND type = 'input_declared'
+    ) AS i USING (campaign, stage, input)
+    WHERE located_input_ts > {as_of} - {window_s} AND located_input_ts <= {as_of}
+    GROUP BY campaign, stage
+) AS w USING (campaign, stage)
+ORDER BY campaign, stage
+"""
+"""The forecast of each stage (processors.numbers.FORECAST_NUMBERS, processors.forecast): input files whose
+located time is in (as_of - window, as_of], their rate per hour, and the ETA of the rest at that rate."""
+
+
+def sites_sql(campaign: str | None = None, stage: str | None = None) -> str:
+    return SITES_SQL.format(where=where(campaign, stage))
+
+
+def holds_sql(campaign: str | None = None, stage: str | None = None, *, limit: int = 10) -> str:
+    return HOLDS_SQL.format(where=where(campaign, stage), limit=int(limit))
+
+
+def held_jobs_sql(campaign: str, stage: str, *, limit: int) -> str:
+    return HELD_JOBS_SQL.format(where=where(campaign, stage), limit=int(limit))
+
+
+def forecast_sql(campaign: str | None = None, stage: str | None = None, *, as_of: float, window_s: int) -> str:
+    window_s = int(window_s)
+    if window_s < 1:
+        raise ValueError("the rate window must be at least 1 second")
+    return FORECAST_SQL.format(where=where(campaign, stage), as_of=literal(float(as_of)), window_s=window_s,
+                               window_2s=2 * window_s)

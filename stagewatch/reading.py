@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from processors.forecast import DEFAULT_RATE_WINDOW_H, window_seconds
 from processors.numbers import NUMBERS, RESTART_CAUSES, STALL_THRESHOLD_S
 from schemas import queries
 from stagewatch.store.base import Store
@@ -32,10 +33,61 @@ def _shape(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_status(store: Store, campaign: str | None = None, stage: str | None = None, *,
-                as_of: float | None = None, threshold_s: float = STALL_THRESHOLD_S) -> dict[str, Any]:
+                as_of: float | None = None, threshold_s: float = STALL_THRESHOLD_S,
+                forecast: bool = False, rate_window_h: float = DEFAULT_RATE_WINDOW_H) -> dict[str, Any]:
+    """Every stage's numbers; with ``forecast``, also located_rate_per_h and eta (FORECAST_NUMBERS) per stage
+    and ``rate_window_h`` at the top (what `status` shows: the Engine's numbers have no forecast)."""
     as_of = time.time() if as_of is None else as_of
     rows = store.query(queries.status_sql(campaign, stage, as_of=as_of, threshold_s=threshold_s))
-    return {"as_of": as_of, "stall_threshold_s": threshold_s, "stages": [_shape(r) for r in rows]}
+    stages = [_shape(r) for r in rows]
+    out: dict[str, Any] = {"as_of": as_of, "stall_threshold_s": threshold_s, "stages": stages}
+    if forecast:
+        out["rate_window_h"] = rate_window_h
+        found = read_forecast(store, campaign, stage, as_of=as_of, rate_window_h=rate_window_h) if stages else {}
+        for st in stages:
+            st.update(found.get((st["campaign"], st["stage"]), {"located_rate_per_h": 0.0, "eta": None}))
+    return out
+
+
+# ------------------------------------------------------------------------------ sites, holds, forecast
+def read_forecast(store: Store, campaign: str | None = None, stage: str | None = None, *, as_of: float,
+                  rate_window_h: float = DEFAULT_RATE_WINDOW_H) -> dict[tuple[str, str], dict[str, Any]]:
+    """(campaign, stage) -> {located_rate_per_h, eta} (schemas.queries.FORECAST_SQL)."""
+    sql = queries.forecast_sql(campaign, stage, as_of=as_of, window_s=window_seconds(rate_window_h))
+    return {(r["campaign"], r["stage"]): {"located_rate_per_h": float(r["located_rate_per_h"]),
+                                         "eta": None if r["eta"] is None else float(r["eta"])}
+            for r in store.query(sql)}
+
+
+def read_sites(store: Store, campaign: str | None = None, stage: str | None = None) -> list[dict[str, Any]]:
+    """Per execution site of each stage, in `sites --format json`'s shape, most badput first (SITES_SQL)."""
+    out = []
+    for r in store.query(queries.sites_sql(campaign, stage)):
+        out.append({
+            "campaign": r["campaign"], "stage": r["stage"], "site": r["site"], "attempts": int(r["attempts"]),
+            "restarts": int(r["restarts"]),
+            "restarts_by_cause": {c: int(r[f"restarts_{c}"]) for c in RESTART_CAUSES},
+            "badput_core_hours": float(r["badput_core_hours"]),
+            "cpu_efficiency_pct": None if r["cpu_efficiency_pct"] is None else float(r["cpu_efficiency_pct"]),
+            "jobs_held": int(r["jobs_held"]),
+        })
+    return out
+
+
+def read_holds(store: Store, campaign: str | None = None, stage: str | None = None, *,
+               limit: int = 10) -> list[dict[str, Any]]:
+    """The top hold reasons of each stage's held jobs, with counts and the oldest "held since" (HOLDS_SQL)."""
+    return [{"campaign": r["campaign"], "stage": r["stage"], "hold_reason": r["hold_reason"],
+             "hold_code": None if r["hold_code"] is None else int(r["hold_code"]),
+             "hold_subcode": None if r["hold_subcode"] is None else int(r["hold_subcode"]),
+             "jobs_held": int(r["jobs_held"]),
+             "held_since_ts": None if r["held_since_ts"] is None else float(r["held_since_ts"])}
+            for r in store.query(queries.holds_sql(campaign, stage, limit=limit))]
+
+
+def read_held_jobs(store: Store, campaign: str, stage: str, *, limit: int) -> list[dict[str, Any]]:
+    """Held jobs with their hold reason, codes and held since (for `jobs --state held`), longest held first."""
+    return store.query(queries.held_jobs_sql(campaign, stage, limit=limit))
 
 
 def read_missing_files(store: Store, campaign: str, stage: str) -> list[str]:

@@ -1,0 +1,77 @@
+"""Forecast of a stage: how fast input files are being located now, and when the rest would be.
+
+Why exact integers: the same numbers come from SQL (schemas.queries.FORECAST_SQL, on chDB and on
+ClickHouse 18.16) and from Python (history, tests); integer formulas rounded half up make both agree to
+the last digit, like processors.numbers.ratio_pct.
+
+An input file's *located time* is the moment it entered the files_located bucket: the earliest, over
+its outputs that are located, of the later of that output's first `output_declared` naming it and
+its first `output_located` (the location may arrive before the declaration). So the located time of
+a file at T only depends on events with ts <= T, as every number does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+DEFAULT_RATE_WINDOW_H = 6.0
+HOUR_S = 3600
+
+
+def window_seconds(hours: float) -> int:
+    """The rate window in whole seconds (the integer the SQL and Python formulas share); at least 1."""
+    return max(1, round(hours * HOUR_S))
+
+
+def input_located_ts(input_name: str, outputs: Iterable[Any]) -> float | None:
+    """When an input file became located, from its outputs' sorted event lists (None: not located).
+
+    ``outputs``: for each output naming it, the output's events sorted by (ts, type rank, event_id).
+    """
+    best: float | None = None
+    for events in outputs:
+        declared = located = None
+        for ev in events:
+            if declared is None and ev.type == "output_declared" and input_name in (ev.parents or ()):
+                declared = ev.ts
+            elif located is None and ev.type == "output_located":
+                located = ev.ts
+        if declared is None or located is None:
+            continue
+        t = max(declared, located)
+        if best is None or t < best:
+            best = t
+    return best
+
+
+def located_rate_per_h(located_in_window: int, window_s: int) -> float:
+    """Input files located per hour over the window, 2 decimals, half up: intDiv(200*3600*n + w, 2*w) / 100."""
+    return ((200 * HOUR_S * located_in_window + window_s) // (2 * window_s)) / 100
+
+
+def eta(as_of: float, remaining: int, located_in_window: int, window_s: int) -> float | None:
+    """When the remaining files would be located at the window's rate: as_of + remaining * window / n
+    seconds, rounded half up to whole seconds; None when nothing is left or nothing was located."""
+    if remaining <= 0 or located_in_window <= 0:
+        return None
+    n = located_in_window
+    return as_of + (2 * remaining * window_s + n) // (2 * n)
+
+
+def forecast(located_times: Iterable[float | None], remaining: int, as_of: float, window_s: int) -> dict[str, Any]:
+    """The forecast numbers of a stage from its input files' located times (None for files not located)."""
+    n = sum(1 for t in located_times if t is not None and as_of - window_s < t <= as_of)
+    return {"located_rate_per_h": located_rate_per_h(n, window_s), "eta": eta(as_of, remaining, n, window_s)}
+
+
+def stage_forecast(stage: Any, as_of: float, window_s: int) -> dict[str, Any]:
+    """The forecast of an Engine stage (processors.stage.StageState): what FORECAST_SQL gives for it."""
+    stage.settle()
+    files = stage.files
+    times = []
+    for name, ent in files.items():
+        if ent.view is None or not ent.view.is_input:
+            continue
+        times.append(input_located_ts(name, [files[o].events for o in stage.children.get(name, ())]))
+    located = sum(1 for t in times if t is not None)
+    return forecast(times, len(times) - located, as_of, window_s)
