@@ -21,7 +21,8 @@ from rich.table import Table
 from rich.text import Text
 
 from processors.numbers import FILE_BUCKETS, GLOSSARY_URL, NUMBERS, NUMBERS_BY_NAME, STALL_THRESHOLD_S
-from stagewatch.console import cell, esc, fmt_number, fmt_ts
+from stagewatch.console import cell, esc, fmt_ago, fmt_duration, fmt_number, fmt_ts
+from stagewatch.samweb_dims import DEFAULT_MAX_CHARS as DEFAULT_DIMS_CHARS
 from stagewatch.store import DEFAULT_STORE, DEMO_STORE, Store, StoreError, open_store
 
 console = Console(width=None if sys.stdout.isatty() else 250)
@@ -311,60 +312,170 @@ def overview_table(result: dict[str, Any]) -> Any:
     return render(result, _terminal_width())[0]
 
 
+class MissingFmt(str, Enum):
+    plain = "plain"
+    json = "json"
+    samweb = "samweb"
+
+
+class GroupBy(str, Enum):
+    none = "none"
+    submission = "submission"
+
+
 @app.command("missing-files")
 def missing_files(
     campaign: str = typer.Option(..., "--campaign"),
     stage: str = typer.Option(..., "--stage"),
+    format: MissingFmt = typer.Option(MissingFmt.plain, "--format",
+                                      help="plain (one file a line), json, or samweb (SAM dimensions strings "
+                                           "`file_name a, b, ...` selecting exactly these files, one a line, each "
+                                           "at most --max-chars long)."),
+    by: GroupBy = typer.Option(GroupBy.none, "--by", help="submission: grouped by the submission that last had "
+                                                           "each file (its latest delivered/consumed/skipped/failed "
+                                                           "event); files no job had are under '-'."),
+    max_chars: int = typer.Option(DEFAULT_DIMS_CHARS, "--max-chars", min=32,
+                                  help="Longest samweb string (samweb_client sends longer ones by POST, not in the "
+                                       "URL; 1024 works everywhere)."),
+    at: Optional[str] = typer.Option(None, "--at", metavar="TIME", help=AT_HELP),
     store: Optional[str] = StoreOpt,
+    as_of: Optional[str] = typer.Option(None, "--as-of", metavar="TIME", help=AS_OF_HELP),
 ) -> None:
-    """Input files without a located output, one per line (what a recovery submission needs)."""
-    from stagewatch.reading import read_missing_files
+    """Input files without a located output: what a recovery submission needs (plain, json or samweb)."""
+    from stagewatch.reading import read_last_submissions, read_missing_files
+    from stagewatch.samweb_dims import dims_strings
 
+    when, _ = moment(at, as_of)
     with open_read(store) as st:
-        names = read_missing_files(st, campaign, stage)
+        with view_at(st, when, campaign, stage) as view:
+            names = read_missing_files(view, campaign, stage)
+            last = read_last_submissions(view, campaign, stage) if by == GroupBy.submission else {}
         if not names:
             require_known(st, campaign, stage)
+    groups: list[tuple[str | None, list[str]]]
+    if by == GroupBy.submission:
+        grouped: dict[str | None, list[str]] = {}
+        for name in names:
+            grouped.setdefault(last.get(name), []).append(name)
+        groups = sorted(grouped.items(), key=lambda kv: (kv[0] is None, kv[0] or ""))
+    else:
+        groups = [(None, names)]
+    out = sys.stdout
+    if format == MissingFmt.json:
+        doc: dict[str, Any] = {"campaign": campaign, "stage": stage, "at": when, "count": len(names)}
+        if by == GroupBy.submission:
+            doc["submissions"] = [{"submission": sub, "count": len(files), "files": files} for sub, files in groups]
+        else:
+            doc["files"] = names
+        out.write(json.dumps(doc, indent=2) + "\n")
+        return
+    unselectable: list[str] = []
+    for sub, files in groups:
+        if by == GroupBy.submission:
+            out.write(f"# submission {_one_line(sub) if sub is not None else '-'}: {len(files)} file(s)\n")
+        if format == MissingFmt.plain:
+            out.writelines(name + "\n" for name in files)
+            continue
+        dims = dims_strings(files, max_chars)
+        out.writelines(s + "\n" for s in dims.strings)
+        unselectable += dims.unselectable
+    if unselectable:
+        err.print(f"[red]{len(unselectable)} file name(s) cannot be written in SAM dimensions[/] (quotes, "
+                  "backslashes, wildcards or control characters) and are in no string above; list them with "
+                  "--format plain or json: " + esc(", ".join(repr(n) for n in unselectable[:5]))
+                  + (" ..." if len(unselectable) > 5 else ""), highlight=False)
+        raise typer.Exit(1)
+
+
+def _one_line(value: str) -> str:
+    """A name from data on one output line (a newline in it must not start a line of its own)."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+
+
+BUCKET_ALIASES: dict[str, str] = {
+    **{b: b for b in FILE_BUCKETS},
+    **{b.removeprefix("files_"): b for b in FILE_BUCKETS},
+    "declared": "files_declared_not_located", "consumed": "files_consumed_no_output", "flight": "files_in_flight",
+    "skipped": "files_failed",
+}
+"""--bucket names: the glossary's, without `files_`, or a first word; `missing` is every bucket but located."""
+MISSING_BUCKETS = tuple(b for b in FILE_BUCKETS if b != "files_located")
+
+
+def resolve_buckets(names: list[str] | None) -> list[str] | None:
+    """--bucket values as glossary bucket names (None: every bucket but located, the default)."""
+    from stagewatch.console import resolve_choice
+
+    if not names:
+        return None
+    out: list[str] = []
     for name in names:
-        sys.stdout.write(name + "\n")
+        key = name.strip().lower().replace("-", "_")
+        if key in ("missing", "files_without_located_output", "without_located_output", "not_located"):
+            out.extend(MISSING_BUCKETS)
+            continue
+        try:
+            out.append(resolve_choice(name, BUCKET_ALIASES, "--bucket", shown=FILE_BUCKETS))
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+    return list(dict.fromkeys(out))
 
 
 @app.command()
 def files(
     campaign: str = typer.Option(..., "--campaign"),
     stage: str = typer.Option(..., "--stage"),
-    bucket: Optional[list[str]] = typer.Option(None, "--bucket", help=f"One of {', '.join(FILE_BUCKETS)}; "
+    bucket: Optional[list[str]] = typer.Option(None, "--bucket", help="A bucket: located, declared_not_located, "
+                                                                       "consumed_no_output, in_flight, failed, "
+                                                                       "pending (with or without files_), or missing; "
                                                                        "repeatable. Default: all not located."),
+    at: Optional[str] = typer.Option(None, "--at", metavar="TIME", help=AT_HELP),
     store: Optional[str] = StoreOpt,
     format: Fmt = typer.Option(Fmt.table, "--format"),
+    as_of: Optional[str] = typer.Option(None, "--as-of", metavar="TIME", help=AS_OF_HELP),
 ) -> None:
     """Drill down from a file number to its files (bucket, deliveries, outputs)."""
-    from schemas.queries import bucket_filter
     from stagewatch.reading import read_files
 
-    try:
-        bucket_filter(bucket)
-    except ValueError as exc:
-        raise UserError(f"--bucket: {exc}.") from None
+    buckets = resolve_buckets(bucket)
+    when, _ = moment(at, as_of)
     with open_read(store) as st:
-        rows = read_files(st, campaign, stage, bucket)
+        with view_at(st, when, campaign, stage) as view:
+            rows = read_files(view, campaign, stage, buckets)
         if not rows:
             require_known(st, campaign, stage)
     if format == Fmt.json:
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
         return
-    t = Table(title=Text(f"{campaign} / {stage}: {len(rows):,} input files"))
-    for c in ("file", "bucket", "deliveries", "disposition", "disposition_job", "outputs"):
-        t.add_column(c)
+    when_text = f" at {fmt_ts(when)} UTC" if when is not None else ""
+    t = Table(title=Text(f"{campaign} / {stage}: {len(rows):,} input files{when_text}"))
+    for c in ("file", "bucket", "deliveries", "disposition", "disposition_job", "outputs", "last event"):
+        t.add_column(c, justify="right" if c == "deliveries" else "left")
     for r in rows:
-        t.add_row(cell(r["file"]), cell(r["bucket"]), cell(r["deliveries"]), cell(r["disposition"]),
-                  cell(r["disposition_job"]), cell(", ".join(map(str, r["outputs"]))))
+        t.add_row(cell(r["file"]), cell(NUMBERS_BY_NAME[r["bucket"]].short if r["bucket"] in NUMBERS_BY_NAME
+                                        else r["bucket"]),
+                  cell(r["deliveries"]), cell(r["disposition"]), cell(r["disposition_job"]),
+                  cell(", ".join(map(str, r["outputs"]))), cell(fmt_ts(r.get("last_ts"))))
     console.print(t)
 
 
-class JobSort(str, Enum):
-    restarts = "restarts"
-    badput = "badput"
-    last = "last"
+SORT_ALIASES: dict[str, str] = {
+    "restarts": "restarts", "restart": "restarts", "badput": "badput", "badput_core_hours": "badput",
+    "last": "last", "last_ts": "last", "recent": "last", "latest": "last",
+}
+SORTS = ("restarts", "badput", "last")
+
+
+def state_aliases() -> dict[str, str]:
+    """--state names: the filters' own, the glossary's (jobs_held), and short ones (ok, failed, done)."""
+    from schemas.queries import JOB_STATE_FILTERS
+
+    out = {k: k for k in JOB_STATE_FILTERS}
+    out.update({f"jobs_{k}": k for k in JOB_STATE_FILTERS})
+    extra = {"ok": "completed_ok", "failed": "completed_failed", "done": "completed", "run": "running",
+             "hold": "held", "restart": "restarted", "restarts": "restarted", "wait": "idle", "queued": "idle"}
+    out.update({k: v for k, v in extra.items() if v in JOB_STATE_FILTERS})
+    return out
 
 
 @app.command()
@@ -372,54 +483,97 @@ def jobs(
     campaign: str = typer.Option(..., "--campaign"),
     stage: str = typer.Option(..., "--stage"),
     state: Optional[str] = typer.Option(None, "--state", help="idle, running, held, suspended, completed, "
-                                                              "removed, completed_ok, completed_failed, restarted"),
-    sort: JobSort = typer.Option(JobSort.restarts, "--sort"),
+                                                              "removed, completed_ok (ok), completed_failed (failed), "
+                                                              "restarted"),
+    sort: str = typer.Option("restarts", "--sort", help="restarts, badput or last (latest event first)."),
     limit: int = typer.Option(50, "--limit", min=1, help="Most jobs listed (a capped list says so on stderr)."),
+    at: Optional[str] = typer.Option(None, "--at", metavar="TIME", help=AT_HELP),
     store: Optional[str] = StoreOpt,
     format: Fmt = typer.Option(Fmt.table, "--format"),
+    as_of: Optional[str] = typer.Option(None, "--as-of", metavar="TIME", help=AS_OF_HELP),
 ) -> None:
     """Drill down from a stage to its jobs (most restarts or badput first)."""
     from schemas.queries import JOB_STATE_FILTERS
+    from stagewatch.console import resolve_choice
     from stagewatch.reading import count_jobs, read_jobs
 
-    if state and state not in JOB_STATE_FILTERS:
-        raise UserError(f"--state {state!r} is not one of {', '.join(JOB_STATE_FILTERS)}.")
+    try:
+        state = resolve_choice(state, state_aliases(), "--state", shown=tuple(JOB_STATE_FILTERS)) if state else None
+        sort = resolve_choice(sort, SORT_ALIASES, "--sort", shown=SORTS)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
     order = {"restarts": "restarts DESC, badput_core_hours DESC, job_id",
-             "badput": "badput_core_hours DESC, restarts DESC, job_id", "last": "last_ts DESC, job_id"}[sort.value]
+             "badput": "badput_core_hours DESC, restarts DESC, job_id", "last": "last_ts DESC, job_id"}[sort]
+    when, _ = moment(at, as_of)
     with open_read(store) as st:
-        rows = read_jobs(st, campaign, stage, state=state, order=order, limit=limit)
+        with view_at(st, when, campaign, stage) as view:
+            rows = read_jobs(view, campaign, stage, state=state, order=order, limit=limit)
+            total = count_jobs(view, campaign, stage, state=state) if len(rows) >= limit else len(rows)
         if not rows:
             require_known(st, campaign, stage)
-        total = count_jobs(st, campaign, stage, state=state) if len(rows) >= limit else len(rows)
     if total > len(rows):  # stderr: stdout (a table or the JSON list) keeps its shape
         err.print(f"showing {len(rows):,} of {total:,} jobs; --limit N for more", highlight=False)
     if format == Fmt.json:
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
         return
-    t = Table(title=Text(f"{campaign} / {stage}: jobs" + (f" ({state})" if state else "")
-                         + (f", {len(rows):,} of {total:,}" if total > len(rows) else "")))
-    for c in ("job_id", "state", "attempts", "restarts", "exit_code", "signal", "cpu_efficiency_pct",
-              "badput_core_hours", "site"):
-        t.add_column(c)
+    console.print(jobs_table(rows, f"{campaign} / {stage}: jobs" + (f" ({state})" if state else "")
+                             + (f", {len(rows):,} of {total:,}" if total > len(rows) else "")
+                             + (f" at {fmt_ts(when)} UTC" if when is not None else ""),
+                             now=when if when is not None else time.time()))
+
+
+def jobs_table(rows: list[dict[str, Any]], title: str, now: float) -> Table:
+    """The jobs list; holds (reason, code/subcode, held since) when the rows carry them."""
+    t = Table(title=Text(title))
+    numeric = {"attempts", "restarts", "exit_code", "signal", "cpu_efficiency_pct", "badput_core_hours"}
+    cols = ["job_id", "state", "attempts", "restarts", "exit_code", "signal", "cpu_efficiency_pct",
+            "badput_core_hours", "site", "last event"]
+    holds = any(r.get("hold_reason") for r in rows)
+    if holds:
+        cols += ["hold reason", "code/subcode", "held since"]
+    for c in cols:
+        t.add_column(c, justify="right" if c in numeric else "left", overflow="fold")
     for r in rows:
-        t.add_row(*(cell(r[c]) for c in
-                    ("job_id", "state", "attempts", "restarts", "exit_code", "signal", "cpu_efficiency_pct",
-                     "badput_core_hours", "site")))
-    console.print(t)
+        cells = [cell(r["job_id"]), cell(r["state"]), cell(r["attempts"]), cell(r["restarts"]), cell(r["exit_code"]),
+                 cell(r["signal"]), cell(fmt_number(r["cpu_efficiency_pct"], 1)),
+                 cell(fmt_number(r["badput_core_hours"], 2)), cell(r["site"]), cell(fmt_ts(r.get("last_ts")))]
+        if holds:
+            code = r.get("hold_code")
+            sub = r.get("hold_subcode")
+            cells += [cell(r.get("hold_reason")),
+                      cell(None if code is None else f"{code}/{'-' if sub is None else sub}"),
+                      cell(None if r.get("held_ts") is None else
+                           f"{fmt_ts(r['held_ts'])} ({fmt_duration(now - float(r['held_ts']))})")]
+        t.add_row(*cells)
+    return t
 
 
 @app.command()
 def job(
-    job_id: str = typer.Argument(...),
-    campaign: str = typer.Option(..., "--campaign"),
-    stage: str = typer.Option(..., "--stage"),
+    job_id: str = typer.Argument(..., help="The job id (schedd#cluster.proc); --campaign/--stage only when it "
+                                           "is in more than one stage."),
+    campaign: Optional[str] = typer.Option(None, "--campaign"),
+    stage: Optional[str] = typer.Option(None, "--stage"),
     store: Optional[str] = StoreOpt,
     format: Fmt = typer.Option(Fmt.table, "--format"),
 ) -> None:
-    """Drill down to one job: its attempts (what ended each) and its events."""
-    from stagewatch.reading import read_job
+    """Drill down to one job: its attempts (what ended each, for how long) and its events."""
+    from stagewatch.reading import find_job, read_job
 
     with open_read(store) as st:
+        if campaign is None or stage is None:
+            if campaign is not None or stage is not None:
+                require_known(st, campaign, stage)
+            places = [(c, s) for c, s in find_job(st, job_id)
+                      if (campaign is None or c == campaign) and (stage is None or s == stage)]
+            if not places:
+                raise UserError(f"No job {job_id!r} in this store; `stagewatch jobs --campaign C --stage S` lists "
+                                "a stage's jobs.")
+            if len(places) > 1:
+                where_ = "; ".join(f"--campaign {_shell_word(c)} --stage {_shell_word(s)}" for c, s in places[:10])
+                raise UserError(f"Job {job_id!r} is in {len(places)} stages: give one of {where_}"
+                                + (" ..." if len(places) > 10 else "") + ".")
+            campaign, stage = places[0]
         data = read_job(st, campaign, stage, job_id)
         if not data["events"]:
             require_known(st, campaign, stage)
@@ -427,22 +581,31 @@ def job(
         raise UserError(f"No job {job_id!r} in {campaign} / {stage}; `stagewatch jobs --campaign C --stage S` "
                         "lists its jobs.")
     if format == Fmt.json:
-        sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+        sys.stdout.write(json.dumps({"campaign": campaign, "stage": stage, "job_id": job_id, **data}, indent=2,
+                                    default=str) + "\n")
         return
-    t = Table(title=Text(f"{job_id}: attempts"))
-    for c in ("attempt", "started", "ended", "ended_by", "wall_s", "cores", "exit_code", "signal", "site", "host"):
-        t.add_column(c)
+    t = Table(title=Text(f"{job_id} ({campaign} / {stage}): attempts"))
+    for c in ("attempt", "started", "ended", "ended_by", "wall", "cores", "exit_code", "signal", "site", "host"):
+        t.add_column(c, justify="right" if c in ("attempt", "wall", "cores", "exit_code", "signal") else "left",
+                     overflow="fold")
     for a in data["attempts"]:
         t.add_row(cell(a["attempt"]), cell(fmt_ts(a["started_ts"])), cell(fmt_ts(a["ended_ts"])),
-                  cell(a["ended_by"] or "(open)"), cell(fmt_number(a["wall_s"], 0)), cell(a["cores"]),
+                  cell(a["ended_by"] or "(open)"), cell(fmt_duration(a["wall_s"])), cell(a["cores"]),
                   cell(a["exit_code"]), cell(a["signal"]), cell(a["site"]), cell(a["host"]))
     console.print(t)
     e = Table(title=Text(f"{job_id}: events"))
     for c in ("time", "type", "event_id", "reason"):
-        e.add_column(c)
+        e.add_column(c, overflow="fold")
     for ev in data["events"]:
         e.add_row(cell(fmt_ts(ev["ts"])), cell(ev["type"]), cell(ev["event_id"]), cell(ev["reason"]))
     console.print(e)
+
+
+def _shell_word(value: str) -> str:
+    """A name as one shell word, so a listed choice can be pasted as is."""
+    import shlex
+
+    return shlex.quote(value)
 
 
 @app.command()
@@ -494,7 +657,11 @@ def simulate(
 
     if preset not in PRESETS:
         raise UserError(f"Unknown preset {preset!r}; choose one of {', '.join(PRESETS)}.")
-    n = write_jsonl(simulate_many(PRESETS[preset](), seed), out)
+    from stagewatch.views.progress import counting
+
+    # the bar only when the lines go to a file (on a terminal, stdout's lines would scroll it away)
+    with counting(err, f"simulating {esc(preset)}", "events", enabled=err.is_terminal and out is not None) as track:
+        n = write_jsonl(track(simulate_many(PRESETS[preset](), seed)), out)
     err.print(f"wrote {n} events of preset {preset} (seed {seed})")
 
 
@@ -522,12 +689,20 @@ def demo(
     if fresh:
         _remove_demo_store(url[len("chdb:"):])
     t0 = time.perf_counter()
-    with err.status(f"simulating preset {esc(preset)} and replaying it into {esc(url)} ..."):
-        with open_store(url, kind="demo") as st:
-            events = list(simulate_many(PRESETS[preset](), seed))
-            report = replay_events(st, events)
-            last = max(e.ts for e in events)
-            result = read_status(st, as_of=last)
+    from stagewatch.views.progress import counting
+
+    last = -math.inf
+
+    def latest(events: Any) -> Any:
+        nonlocal last
+        for ev in events:
+            last = ev.ts if ev.ts > last else last
+            yield ev
+
+    with open_store(url, kind="demo") as st:
+        with counting(err, f"simulating {esc(preset)} into {esc(url)}", "events") as track:
+            report = replay_events(st, track(latest(simulate_many(PRESETS[preset](), seed))))
+        result = read_status(st, as_of=last if math.isfinite(last) else None)
     console.print(overview_table(result))
     err.print(f"{report.lines:,} events ({report.duplicates:,} duplicate deliveries) replayed in "
               f"{time.perf_counter() - t0:.1f} s into {esc(url)}; as of the last event. Next: "

@@ -24,8 +24,9 @@ def esc(value: Any) -> str:
 
 
 def cell(value: Any, style: str = "") -> Text:
-    """A table cell shown verbatim (a Text is never parsed as markup); None is shown as '-'."""
-    return Text("-" if value is None else str(value), style=style)
+    """A table cell shown verbatim (a Text is never parsed as markup); a missing value (None, or the empty
+    string a ClickHouse column holds for "none") is shown as '-'."""
+    return Text("-" if value is None or value == "" else str(value), style=style)
 
 
 def fmt_ts(ts: float | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
@@ -116,3 +117,17 @@ def did_you_mean(value: str, known: Iterable[str], what: str, limit: int = 20) -
                                                           else "")
     hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
     return f"{hint}Known {what}s: {shown}."
+
+
+def resolve_choice(value: str, aliases: dict[str, str], option: str, shown: Iterable[str] | None = None) -> str:
+    """The canonical name an option value (any case, `-` or `_`) stands for; a typo is a ValueError whose
+    message names the closest choices (did you mean ...?) and every canonical one."""
+    key = value.strip().lower().replace("-", "_")
+    if key in aliases:
+        return aliases[key]
+    names = list(shown) if shown is not None else sorted(set(aliases.values()))
+    close = difflib.get_close_matches(key, list(aliases), n=3, cutoff=0.6)
+    close = list(dict.fromkeys(aliases[c] if c not in names else c for c in close))
+    hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
+    return_msg = f"{option} {value!r} is not known; {hint}choose one of {', '.join(names)}."
+    raise ValueError(return_msg)
