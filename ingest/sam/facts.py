@@ -4,8 +4,18 @@ A fact is what one poll saw: "file F is in definition D", "file F has consumed_s
 "output O (parents [...]) exists", "output O is at location L". Its ``event_id`` is a hash of the
 source (the SAMWeb API root), campaign, stage, event type, file and the state that makes it a fact
 (definition, project, sorted parents, location): seen again, by this poller or another, it is the same
-id. Its ``ts`` is SAM's own time when SAM gives one (an output's ``create_date``), else the first time
-this source saw it (kept in the checkpoint, so a restart or a re-poll gives the same ts).
+id. Its ``ts`` is SAM's own time when SAM gives one, else the first time this source saw it (kept in
+the checkpoint, so a restart or a re-poll gives the same ts):
+
+* output_declared: the output's ``create_date`` (metadata);
+* delivered/consumed/skipped/failed: the project's start time (summary). SAM's per-file project
+  listings carry no time, and a first-seen time would differ between two pollers: the store keeps
+  one copy of an event_id (the smaller content hash), so copies with different times could put a
+  recovery project's "delivered" before the first project's "failed". The project's start is the
+  same for every poller, orders a recovery project after the one it recovers, and within a project
+  the contract's same-ts order (delivered < consumed < skipped < failed) is SAM's progression;
+* input_declared, output_located: first seen (only their existence counts, so two pollers' copies
+  with different times change no number; the copy that loses is a conflict dead letter).
 
 consumed_status -> file event (POMS ``samweb_lite.do_totals`` counts "completed" as consumed, and its
 recovery dimensions treat skipped, unconsumed and cancelled files as needing another try):
@@ -17,9 +27,9 @@ recovery dimensions treat skipped, unconsumed and cancelled files as needing ano
 | skipped, unconsumed, cancelled | skipped |
 | failed | failed |
 
-Facts of several projects first seen in one poll are ordered by the projects' start (a recovery
-project's facts come after the original's: 1 ms per project rank), so "the latest status" of a file
-is the latest project's even when a poller starts late.
+Without a start time in the summary, a project's facts take their first-seen time plus 1 ms per
+project rank (projects ordered by start, then as given), so facts of several projects first seen in
+one poll still put the recovery project's last.
 """
 
 from __future__ import annotations

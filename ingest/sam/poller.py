@@ -157,11 +157,17 @@ class SamPoller:
             lists = {(p, typ): pool.submit(api.list_files, http, _status_dims(p, statuses))
                      for p in src.projects for typ, statuses in STATUS_GROUPS}
             children_f = pool.submit(api.list_files, http, src.children_dims())
-            ranks = _project_ranks(src.projects, {p: f.result() for p, f in summaries.items()})
+            starts = {p: _project_start(f.result()) for p, f in summaries.items()}
+            ranks = _project_ranks(src.projects, starts)
+            sam_starts = dict(starts)
+            for p in src.projects:  # equal starts: 1 ms apart, in rank order
+                earlier = [q for q in src.projects if ranks[q] < ranks[p] and sam_starts[q] == sam_starts[p]]
+                if sam_starts[p] is not None and earlier:
+                    starts[p] = round(sam_starts[p] + len(earlier) * RANK_STEP_S, 3)
             for (p, typ), fut in lists.items():
                 for f in fut.result():
                     if f in input_set:  # a project may deliver files outside the stage's definition
-                        facts.append(Fact(typ, f, detail=p, submission=p, rank=ranks[p]))
+                        facts.append(Fact(typ, f, detail=p, submission=p, sam_ts=starts[p], rank=ranks[p]))
             children = children_f.result()
             new = [c for c in children if c not in self.ckpt.children]
             mds = [md for fut in [pool.submit(api.metadata, http, chunk) for chunk in api.chunks(new, api.METADATA_CHUNK)]
@@ -204,15 +210,17 @@ def _status_dims(project: str, statuses: Sequence[str]) -> str:
     return f"project_name {project} and consumed_status {','.join(statuses)}"
 
 
-def _project_ranks(projects: Sequence[str], summaries: dict[str, dict[str, Any]]) -> dict[str, int]:
-    """Projects ordered by SAM's start time (given order breaks ties and stands in when SAM gives none)."""
-    def start(p: str) -> float:
-        s = summaries.get(p) or {}
-        for key in ("project_start_time", "start_time", "started"):
-            t = parse_sam_time(s.get(key))
-            if t is not None:
-                return t
-        return float("inf")
+def _project_start(summary: dict[str, Any]) -> float | None:
+    """SAM's start time of a project, from its summary (None when it gives none)."""
+    for key in ("project_start_time", "start_time", "started"):
+        t = parse_sam_time(summary.get(key))
+        if t is not None:
+            return t
+    return None
 
-    order = sorted(projects, key=lambda p: (start(p), projects.index(p)))
+
+def _project_ranks(projects: Sequence[str], starts: dict[str, float | None]) -> dict[str, int]:
+    """Projects ordered by SAM's start time (given order breaks ties and stands in when SAM gives none)."""
+    order = sorted(projects, key=lambda p: (starts.get(p) if starts.get(p) is not None else float("inf"),
+                                            projects.index(p)))
     return {p: i for i, p in enumerate(order)}

@@ -98,12 +98,13 @@ def test_first_seen_ts_and_sam_times(tmp_path):
         p = poller(s, tmp_path / "ck.json", clock=clock)
         first = {(ev.type, ev.file, ev.submission): ev for ev in p.poll().events}
         p.commit()
-        assert first[("delivered", "a.raw", "nova_proj_1")].ts == 1_700_000_000
+        # a project's facts: SAM's start time of the project (the same for every poller)
+        assert first[("delivered", "a.raw", "nova_proj_1")].ts == 1496750400.0
         assert first[("input_declared", "c.raw", None)].ts == 1_700_000_000
         # SAM's own time for an output: its create_date
         assert first[("output_declared", "a.reco", None)].ts == 1496822400.0
         assert first[("output_declared", "a.reco", None)].parents == ["a.raw"]
-        # seen in one poll, the recovery project's fact is later than the first project's
+        # the recovery project's fact is later than the first project's
         assert first[("delivered", "b.raw", "nova_proj_2_recovery")].ts > first[("failed", "b.raw", "nova_proj_1")].ts
         # an hour later a.raw is consumed and its output located: new facts get the new time, old ones keep theirs
         sc.projects["nova_proj_1"]["status"]["a.raw"] = "consumed"
@@ -112,7 +113,8 @@ def test_first_seen_ts_and_sam_times(tmp_path):
         second = {(ev.type, ev.file): ev for ev in p.poll().events}
         p.commit()
     assert set(second) == {("consumed", "a.raw"), ("output_located", "a.reco")}
-    assert second[("consumed", "a.raw")].ts == 1_700_003_600
+    assert second[("consumed", "a.raw")].ts == 1496750400.0  # after `delivered` by the contract's same-ts order
+    assert second[("output_located", "a.reco")].ts == 1_700_003_600  # first seen
     assert second[("output_located", "a.reco")].location == "enstore:/pnfs/nova/archive/x(vp1@ts)"
     n = numbers(list(first.values()) + list(second.values()))
     assert (n["files_located"], n["files_in_flight"], n["files_pending"]) == (1, 1, 1)
@@ -208,3 +210,29 @@ def test_names_that_are_not_sam_names_are_refused():
 
     with pytest.raises(SamError, match="not a SAM name"):
         SamPoller(SamSource("http://x/api", "def", "c", "s", ("a project",)), SamHttp("http://x/api"), None)
+
+
+def test_projects_without_start_time_are_ordered_by_rank_at_first_sight(tmp_path):
+    """No start time in the summaries: first-seen time, the projects' order breaking the tie (1 ms a rank)."""
+    sc = Scenario(definitions={"nova_def": ["b.raw"]},
+                  projects={"nova_proj_1": {"status": {"b.raw": "failed"}},
+                            "nova_proj_2_recovery": {"status": {"b.raw": "delivered"}}}, files={"b.raw": {}})
+    with SamStandin(sc) as s:
+        s.scenario.projects["nova_proj_1"]["start_time"] = None
+        s.scenario.projects["nova_proj_2_recovery"]["start_time"] = None
+        evs = {e.type: e for e in poller(s, tmp_path / "ck.json", clock=Clock(1_700_000_000)).poll().events}
+    assert evs["failed"].ts == 1_700_000_000 and evs["delivered"].ts == 1_700_000_000.001
+    assert numbers(list(evs.values()))["files_in_flight"] == 1
+
+
+def test_two_pollers_started_at_different_times_write_identical_status_events(tmp_path):
+    sc, expected = bucket_scenario(200, seed=9)
+    with SamStandin(sc) as s:
+        a = poller(s, tmp_path / "a.json", clock=Clock(1_700_000_000)).poll().events
+        b = poller(s, tmp_path / "b.json", clock=Clock(1_700_086_400)).poll().events
+    from schemas.events import encode_event
+
+    status = ("delivered", "consumed", "skipped", "failed", "output_declared")
+    assert sorted(encode_event(e) for e in a if e.type in status) == sorted(
+        encode_event(e) for e in b if e.type in status)
+    assert numbers(a + b) == numbers(b + a) == expected
