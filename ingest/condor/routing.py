@@ -96,7 +96,8 @@ class Routing:
         return bool(self.attrs)
 
     def describe(self) -> str:
-        return ", ".join(f"{k}={v}" for k, v in self.attrs.items())
+        """The attributes that route a job, for messages: ``campaign=ATTR, stage=ATTR``."""
+        return ", ".join(f"{k}={self.attrs[k]}" for k in ("campaign", "stage") if k in self.attrs) or "no attributes"
 
 
 class _Held(msgspec.Struct, array_like=True):

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from ingest.condor_log import convert_log
-from schemas.events import decode_event, encode_event
+from ingest.simulator import simulate_many
+from schemas.events import JobEvent, decode_event, encode_event
 from tests.streaming.conftest import CLI, wait_until
 from tests.streaming.test_pipeline import read_topic
 
@@ -181,3 +182,123 @@ def test_tail_follows_rotations_through_kill9_without_gap(pipeline: Any, tmp_pat
     assert not missing, f"{len(missing)} events lost across the rotations"
     assert set(got) == {e.event_id for e in expected}
     assert all(got[e.event_id] == encode_event(e) for e in expected)
+
+
+def schedd_chunks(campaign: str) -> tuple[list[str], str]:
+    """The tiny preset's jobs of its busiest schedd as a schedd-wide event log, one chunk per event and one
+    per 028; every 5th job's first 028 comes 40 chunks late (its events are held until then)."""
+    import collections
+    import dataclasses
+
+    from ingest.condor.writer import POMS_ATTRS, ad_text, event_text
+    from ingest.simulator import tiny
+
+    seen: set[str] = set()
+    every = []
+    for e in simulate_many([dataclasses.replace(s, campaign=campaign) for s in tiny()], 1):
+        if isinstance(e, JobEvent) and e.event_id not in seen:
+            seen.add(e.event_id)
+            every.append(e)
+    schedd = collections.Counter(e.job_id.split("#")[0] for e in every).most_common(1)[0][0]
+    evs = [e for e in every if e.job_id.split("#")[0] == schedd]
+    evs.sort(key=lambda e: e.ts)
+    chunks: list[str] = []
+    late: dict[int, str] = {}
+    first: set[str] = set()
+    site: dict[str, str | None] = {}
+    for e in evs:
+        if e.type == "started":
+            site[e.job_id] = e.site
+        chunks.append(event_text(e))
+        values = {attr: (site.get(e.job_id) if name == "site" else getattr(e, name))
+                  for name, attr in POMS_ATTRS.items()}
+        a = ad_text(e, values)
+        if e.job_id not in first and int(e.job_id.rsplit(".", 1)[1]) % 5 == 0:
+            first.add(e.job_id)
+            late[len(chunks) + 40] = a
+            continue
+        first.add(e.job_id)
+        chunks.append(a)
+        if len(chunks) in late:
+            chunks.append(late.pop(len(chunks)))
+    return chunks + list(late.values()), schedd
+
+
+SCHEDD_ROUTE = ["--campaign-attr", "POMS4_CAMPAIGN_NAME", "--stage-attr", "POMS4_CAMPAIGN_STAGE_NAME",
+                "--attr", "site=MATCH_GLIDEIN_Site", "--attr", "submission=POMS4_SUBMISSION_ID",
+                "--max-hold-s", "864000"]  # (a late 028 comes hours of log time later)
+
+
+def test_tail_of_a_schedd_wide_log_through_rotation_and_kill9_while_events_are_held(pipeline: Any,
+                                                                                    tmp_path: Path) -> None:
+    """Issue 8: events waiting for their job's 028 event are in the checkpoint: a kill -9 while some are held,
+    a rotation while nobody follows, and a restart publish exactly the events of a one-shot conversion."""
+    from ingest.condor import Routing, convert_logs
+    from ingest.condor.writer import POMS_ATTRS
+
+    p = pipeline()
+    log, ckpt, out = tmp_path / "EventLog", tmp_path / "EventLog.ckpt", tmp_path / "tail.out"
+    chunks, schedd = schedd_chunks(p.campaign)
+    assert len(chunks) > 150
+    written: list[str] = []
+
+    def write(cs: list[str]) -> None:
+        with open(log, "a") as f:
+            for c in cs:
+                f.write(c)
+                written.append(c)
+
+    def start() -> subprocess.Popen:
+        f = open(out, "ab")
+        return subprocess.Popen([*CLI, "tail", "condor-log", str(log), *SCHEDD_ROUTE, "--schedd", schedd, "--checkpoint", str(ckpt),
+                                 "--poll-s", "0.05", "--kafka", p.kafka, "--topic-prefix", p.prefix],
+                                stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+    def saved() -> dict:
+        try:
+            return json.loads(ckpt.read_bytes())
+        except (OSError, ValueError):
+            return {}
+
+    log.write_text("")
+    t1, t2 = start(), None
+    try:
+        cut = next(i for i in range(60, len(chunks)) if chunks[i].startswith("028") and any(
+            c.startswith("028") for c in chunks[i + 1:i + 41]))  # (a late 028 is still to come)
+        write(chunks[:cut])
+        size = log.stat().st_size
+        wait_until(lambda: saved().get("offset") == size, 60, "the tail to commit the end of the log")
+        assert saved()["held"], "the test means to kill the tail while events are held"
+        os.kill(t1.pid, signal.SIGKILL)
+        t1.wait(10)
+        write(chunks[cut:cut + 30])
+        os.replace(log, f"{log}.old")  # EVENT_LOG_MAX_ROTATIONS = 1, while nobody follows
+        log.write_text("")
+        t2 = start()
+        write(chunks[cut + 30:])
+        final = (log.stat().st_ino, log.stat().st_size)
+        wait_until(lambda: (saved().get("ino"), saved().get("offset")) == final, 60,
+                   "the restarted tail to reach the end of EventLog")
+        os.kill(t2.pid, signal.SIGTERM)
+        assert t2.wait(30) == 0
+    finally:
+        for t in (t1, t2):
+            if t is not None and t.poll() is None:
+                t.kill()
+    text = " ".join(out.read_text().split())
+    assert f"stopped following {log} at byte {final[1]}" in text and "0 dead letters" in text
+    assert "job ad (028) events" in text
+
+    whole = tmp_path / "whole.log"
+    whole.write_text("".join(written))
+    routing = Routing(attrs=POMS_ATTRS, max_hold_s=864000)
+    expected = list(convert_logs([str(whole)], routing=routing, schedd=schedd))
+    assert len(expected) == sum(1 for c in chunks if not c.startswith("028"))
+    msgs = read_topic(p.kafka, p.topics.job_events, len(expected))
+    got: dict[str, bytes] = {}
+    for m in msgs:
+        ev = decode_event(m.value())
+        assert got.setdefault(ev.event_id, m.value()) == m.value(), "one event_id, two different events"
+    assert set(got) == {e.event_id for e in expected}, "events lost or invented across kill -9 and rotation"
+    assert all(got[e.event_id] == encode_event(e) for e in expected)
+    assert {decode_event(v).stage for v in got.values()} == {"mcgen", "reco"}
