@@ -1,0 +1,111 @@
+"""`job ID` without --campaign/--stage when the id is unique; short aliases with did-you-mean for bucket,
+state and sort names; '-' for missing values; human durations."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from stagewatch.cli import BUCKET_ALIASES, SORT_ALIASES, resolve_buckets, state_aliases
+from stagewatch.console import cell, fmt_duration, resolve_choice
+from stagewatch.reading import find_job
+from stagewatch.replay import replay_events
+from stagewatch.store import open_store
+from tests.builders import file, job
+from tests.stagewatch.test_cli_escaping import flat, run_cli
+
+T0 = 1497960000.0
+
+
+@pytest.fixture()
+def store(tmp_path) -> str:
+    url = f"chdb:{tmp_path / 'store'}"
+    with open_store(url) as st:
+        replay_events(st, [
+            job("s#1.0", "submitted", T0), job("s#1.0", "started", T0 + 60, site="FNAL", cores=1),
+            job("s#1.0", "terminated", T0 + 60 + 7980, exit_code=0, wall_s=7980.0, cpu_user_s=10.0, cpu_sys_s=1.0),
+            job("s#2.0", "submitted", T0, stage="a"), job("s#2.0", "submitted", T0, stage="b"),
+            job("s#3.0", "submitted", T0), job("s#3.0", "started", T0 + 5), job("s#3.0", "held", T0 + 50),
+            file("in.root", "input_declared", T0), file("in.root", "delivered", T0 + 61, job_id="s#1.0"),
+            file("in.root", "failed", T0 + 90, job_id="s#1.0"),
+        ])
+    return url
+
+
+def test_job_without_campaign_and_stage_when_unique(capsys, store):
+    code, out, err = run_cli(capsys, "job", "s#1.0", "--store", store)
+    assert code == 0, err
+    assert "camp / stage1" in out and "2 h 13 min" in out  # the attempt's wall time, human
+    code, out, err = run_cli(capsys, "job", "s#1.0", "--store", store, "--format", "json")
+    doc = json.loads(out)
+    assert (doc["campaign"], doc["stage"], doc["job_id"]) == ("camp", "stage1", "s#1.0")
+
+
+def test_an_id_in_several_stages_is_exit_2_naming_them(capsys, store):
+    code, out, err = run_cli(capsys, "job", "s#2.0", "--store", store)
+    assert code == 2
+    assert "--campaign camp --stage a" in flat(err) and "--campaign camp --stage b" in flat(err)
+    code, out, err = run_cli(capsys, "job", "s#2.0", "--store", store, "--stage", "b")
+    assert code == 0, err
+
+
+def test_an_unknown_id_is_exit_2(capsys, store):
+    code, out, err = run_cli(capsys, "job", "nope", "--store", store)
+    assert code == 2 and "No job 'nope'" in flat(err)
+    with open_store(store, create=False) as st:
+        assert find_job(st, "s#1.0") == [("camp", "stage1")]
+        assert find_job(st, "it's") == []
+
+
+def test_missing_values_print_as_dash(capsys, store):
+    code, out, err = run_cli(capsys, "jobs", "--campaign", "camp", "--stage", "stage1", "--store", store,
+                             "--state", "hold")
+    assert code == 0, err
+    line = next(ln for ln in out.splitlines() if "s#3.0" in ln)
+    assert "│ - " in line or " - │" in line  # exit code, signal, cpu efficiency, site are missing
+    assert cell("").plain == "-" and cell(None).plain == "-" and cell(0).plain == "0"
+
+
+@pytest.mark.parametrize("given,want", [("failed", "files_failed"), ("FAILED", "files_failed"),
+                                        ("in-flight", "files_in_flight"), ("files_pending", "files_pending"),
+                                        ("declared", "files_declared_not_located"), ("located", "files_located")])
+def test_bucket_aliases(given, want):
+    assert resolve_buckets([given]) == [want]
+    assert BUCKET_ALIASES[want] == want
+
+
+def test_bucket_missing_is_every_bucket_but_located(capsys, store):
+    assert "files_located" not in resolve_buckets(["missing"]) and len(resolve_buckets(["missing"])) == 5
+    code, out, err = run_cli(capsys, "files", "--campaign", "camp", "--stage", "stage1", "--store", store,
+                             "--bucket", "failed")
+    assert code == 0, err
+    assert "in.root" in out
+
+
+def test_typos_are_exit_2_with_did_you_mean(capsys, store):
+    sel = ["--campaign", "camp", "--stage", "stage1", "--store", store]
+    code, out, err = run_cli(capsys, "files", *sel, "--bucket", "faild")
+    assert code == 2 and "did you mean 'files_failed'" in flat(err)
+    code, out, err = run_cli(capsys, "jobs", *sel, "--state", "runing")
+    assert code == 2 and "did you mean 'running'" in flat(err)
+    code, out, err = run_cli(capsys, "jobs", *sel, "--sort", "badptu")
+    assert code == 2 and "did you mean 'badput'" in flat(err)
+    code, out, err = run_cli(capsys, "jobs", *sel, "--sort", "zzz")
+    assert code == 2 and "choose one of restarts, badput, last" in flat(err)
+
+
+def test_state_and_sort_aliases(capsys, store):
+    assert state_aliases()["ok"] == "completed_ok" and state_aliases()["jobs_held"] == "held"
+    assert resolve_choice("Recent", SORT_ALIASES, "--sort") == "last"
+    code, out, err = run_cli(capsys, "jobs", "--campaign", "camp", "--stage", "stage1", "--store", store,
+                             "--state", "ok", "--format", "json")
+    assert code == 0, err
+    assert [r["job_id"] for r in json.loads(out)] == ["s#1.0"]
+
+
+@pytest.mark.parametrize("seconds,text", [(None, "-"), (0, "0 s"), (45, "45 s"), (60, "1 min"),
+                                          (7980, "2 h 13 min"), (7999, "2 h 13 min"), (3 * 86400 + 5, "3 d"),
+                                          (3 * 86400 + 4 * 3600 + 59, "3 d 4 h"), (-90, "-1 min 30 s")])
+def test_durations_are_human(seconds, text):
+    assert fmt_duration(seconds) == text
