@@ -357,3 +357,120 @@ def bucket_scenario(n_inputs: int, *, seed: int = 1, definition: str = "nova_def
     expected["outputs_declared"] = outputs_declared
     expected["outputs_located"] = outputs_located
     return sc, expected
+
+
+# ------------------------------------------------------------------------ a simulated campaign as SAM + logs
+_TYPE_ORDER = {"delivered": 0, "consumed": 1, "skipped": 2, "failed": 3}
+
+
+def _iso(ts: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
+
+
+@dataclass
+class SimulatedCampaign:
+    """A simulated campaign as a production team sees it: SAM's view of its files and its schedds' logs."""
+
+    scenario: Scenario
+    stages: dict[str, dict[str, Any]]  # stage -> {definition, projects}
+    job_events: dict[str, list[Any]]  # schedd -> its jobs' events in ts order (duplicates removed)
+    truth_events: list[Any]  # the events whose numbers the followed campaign must show
+
+
+def simulated_campaign(events: list[Any], *, tier: str = "reco") -> SimulatedCampaign:
+    """SAM's snapshot at the end of the simulated stream, and the job events per schedd.
+
+    Each submission is a SAM project (started at its first file event); a file's status in a project is
+    its latest consumption event of that submission. Outputs are the children of their parents, with
+    create_date the declaration's ts and the locations located. SAM cannot locate a file that was never
+    declared, so the truth leaves out locations of outputs that were never declared (none of the file
+    buckets depends on them)."""
+    from schemas.events import FileEvent, JobEvent
+
+    seen: set[str] = set()
+    uniq = []
+    for e in events:
+        if e.event_id not in seen:
+            seen.add(e.event_id)
+            uniq.append(e)
+    sc = Scenario()
+    stages: dict[str, dict[str, Any]] = {}
+    latest: dict[tuple[str, str, str], tuple[float, int, str]] = {}
+    starts: dict[tuple[str, str], float] = {}
+    declared: set[str] = set()
+    jobs: dict[str, list[Any]] = {}
+    for e in uniq:
+        if isinstance(e, JobEvent):
+            jobs.setdefault(e.job_id.split("#")[0], []).append(e)
+            continue
+        assert isinstance(e, FileEvent)
+        st = stages.setdefault(e.stage, {"definition": f"{e.campaign}_{e.stage}_input", "projects": []})
+        if e.type == "input_declared":
+            sc.definitions.setdefault(st["definition"], []).append(e.file)
+            sc.files.setdefault(e.file, {"data_tier": "raw"})
+        elif e.type in _TYPE_ORDER:
+            project = f"{e.stage}_sub{e.submission}"
+            starts[(e.stage, project)] = min(starts.get((e.stage, project), e.ts), e.ts)
+            key = (e.stage, project, e.file)
+            cand = (e.ts, _TYPE_ORDER[e.type], e.type)
+            if key not in latest or cand > latest[key]:
+                latest[key] = cand
+        elif e.type == "output_declared":
+            md = sc.files.setdefault(e.file, {"data_tier": tier, "locations": []})
+            md["parents"] = sorted(set(md.get("parents") or ()) | set(e.parents or ()))
+            md["create_date"] = _iso(e.ts)
+            md["data_tier"] = tier
+            declared.add(e.file)
+        elif e.type == "output_located":
+            md = sc.files.setdefault(e.file, {"data_tier": tier, "locations": []})
+            md.setdefault("locations", []).append(e.location)
+    for (stage, project), t in sorted(starts.items(), key=lambda kv: kv[1]):
+        sc.projects[project] = {"start_time": _iso(t), "status": {}, "definition": stages[stage]["definition"]}
+        stages[stage]["projects"].append(project)
+    for (stage, project, f), (_, _, typ) in latest.items():
+        sc.projects[project]["status"][f] = typ
+    for md in sc.files.values():
+        md.setdefault("locations", [])
+    truth = [e for e in uniq if not (isinstance(e, FileEvent) and e.type == "output_located" and e.file not in declared)]
+    for evs in jobs.values():
+        evs.sort(key=lambda e: e.ts)
+    return SimulatedCampaign(sc, stages, jobs, truth)
+
+
+def write_schedd_logs(job_events: dict[str, list[Any]], directory: Path) -> dict[str, list[Path]]:
+    """Each schedd's events as a schedd-wide EVENT_LOG with 028 after every event, rotated once
+    (the first half in EventLog.old): schedd -> [EventLog.old, EventLog]."""
+    from ingest.condor.writer import write_event_log
+
+    out = {}
+    for schedd, evs in job_events.items():
+        d = directory / schedd
+        d.mkdir(parents=True, exist_ok=True)
+        half = len(evs) // 2
+        with open(d / "EventLog.old", "w") as f:
+            write_event_log(evs[:half], f)
+        with open(d / "EventLog", "w") as f:
+            write_event_log(evs[half:], f)
+        out[schedd] = [d / "EventLog.old", d / "EventLog"]
+    return out
+
+
+def follow_config(path: Path, campaign: str, base: str, camp: SimulatedCampaign, logs: dict[str, list[Path]], *,
+                  interval: float = 1.0, sam_interval: float = 1.0, output_dims: str | None = None) -> Path:
+    """A `stagewatch follow` config for the simulated campaign."""
+    lines = [f'campaign = "{campaign}"', f"interval = {interval}", f"sam_interval = {sam_interval}",
+             "poll_s = 0.2", "", "[sam]", f'url = "{base}"', "timeout = 10", ""]
+    for stage, st in camp.stages.items():
+        lines += ["[[stages]]", f'name = "{stage}"', f'definition = "{st["definition"]}"',
+                  "projects = [" + ", ".join(f'"{p}"' for p in st["projects"]) + "]"]
+        if output_dims:
+            lines.append(f'output_dims = "{output_dims}"')
+        lines.append("")
+    for schedd, files in logs.items():
+        lines += ["[[condor]]", "logs = [" + ", ".join(f'"{p}"' for p in files) + "]", f'schedd = "{schedd}"',
+                  'campaign_attr = "POMS4_CAMPAIGN_NAME"', 'stage_attr = "POMS4_CAMPAIGN_STAGE_NAME"',
+                  'attrs = { submission = "POMS4_SUBMISSION_ID", site = "MATCH_GLIDEIN_Site" }', ""]
+    path.write_text("\n".join(lines))
+    return path
