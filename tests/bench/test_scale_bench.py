@@ -1,0 +1,90 @@
+"""bench/scale_bench.py end to end at tiny scale, and its checks and statistics."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from bench import scale_bench
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+
+
+@pytest.mark.servers
+def test_runs_end_to_end_at_tiny_scale(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "figures.json"
+    assert scale_bench.main(["--jobs", "600", "--runs", "2", "--cache", str(tmp_path / "cache"),
+                             "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    fig = json.loads(out.read_text())
+    assert fig["lines"] > 0 and fig["jobs"] > 0 and fig["input_files"] > fig["jobs"]
+    for name in ("chdb", "server"):
+        st = fig["stores"][name]
+        assert st["lines"] == fig["lines"] and st["invalid"] == 0 and st["disk_bytes"] > 0
+        assert {"status", "files --bucket files_failed", "files --bucket files_pending",
+                "jobs --sort restarts --limit 50", "missing-files"} <= set(st["timings"])
+        assert any(k.startswith("job ") for k in st["timings"])
+        assert all(t["runs"] == 2 and 0 < t["median_ms"] <= t["p95_ms"] for t in st["timings"].values())
+        panels = st["panels"]
+        assert any(k.startswith("overview panel Stages") for k in panels)
+        assert any(k.startswith("stage panel Stage numbers") for k in panels)
+        assert st["peak_rss_mib"] > 0
+    assert fig["stores"]["server"]["server_peak_rss_mib"] > 0
+    poms = fig["poms"]
+    assert poms["counts"]["jobs"] == fig["jobs"] and poms["ratio_chdb"] > 0 and poms["ratio_server"] > 0
+    assert "check: status on chDB equals status on the ClickHouse server: same numbers" in text
+    assert "check: the POMS-style overview equals stagewatch's status: same numbers" in text
+    # nothing left behind: servers stopped by pid, work directory removed
+    work = Path(re.search(r"stores and servers under (\S+)", text).group(1))
+    assert not work.exists()
+    ch_pid = int(re.search(r"ClickHouse 18.16 server on port \d+ \(pid (\d+)\)", text).group(1))
+    pg_pid = int(re.search(r"PostgreSQL on port \d+ \(pid (\d+)\)", text).group(1))
+    assert not _pid_alive(ch_pid) and not _pid_alive(pg_pid)
+    # the cached lines are reused by the next run
+    assert list((tmp_path / "cache").glob("scale-600-3-1.jsonl"))
+
+
+@pytest.mark.servers
+def test_stream_with_one_and_two_workers_at_tiny_scale(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "figures.json"
+    assert scale_bench.main(["--jobs", "300", "--runs", "1", "--skip", "server,poms,panels", "--stream",
+                             "--partitions", "2", "--cache", str(tmp_path), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    fig = json.loads(out.read_text())
+    for n in (1, 2):
+        assert fig[f"stream_{n}"]["events_per_s"] > 0 and len(fig[f"stream_{n}"]["peak_rss_mib"]) == n
+        assert f"check: status after {n} worker(s) equals the embedded replay's: same numbers" in text
+
+
+def test_unknown_skip_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        scale_bench.main(["--skip", "chdb,nope"])
+    assert exc.value.code == 2
+    assert "unknown step(s) nope; choose from chdb, server, poms, panels" in capsys.readouterr().err
+
+
+def test_a_difference_fails_loudly(capsys: pytest.CaptureFixture[str]) -> None:
+    a = [{"campaign": "c", "stage": "s", "jobs": 3, "files_located": 1}]
+    b = [{"campaign": "c", "stage": "s", "jobs": 3, "files_located": 2}, {"campaign": "c", "stage": "t", "jobs": 0}]
+    diffs = scale_bench.status_diffs(a, b, "chDB", "server")
+    assert diffs == ["c/t: only in server", "c/s files_located: chDB 1 != server 2"]
+    with pytest.raises(scale_bench.BenchFailure, match=r"CHECK FAILED: x: 2 difference\(s\)"):
+        scale_bench.fail_if(diffs, "x")
+    scale_bench.fail_if([], "y")
+    assert "check: y: same numbers" in capsys.readouterr().out
+
+
+def test_median_and_nearest_rank_p95() -> None:
+    s = scale_bench.stats_ms([i / 1000 for i in range(20, 0, -1)])  # 1..20 ms, any order
+    assert s == {"median_ms": pytest.approx(10.5), "p95_ms": pytest.approx(19.0), "runs": 20}
+    assert scale_bench.stats_ms([0.005])["p95_ms"] == pytest.approx(5.0)
