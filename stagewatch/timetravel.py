@@ -38,14 +38,14 @@ EVENT_COLUMNS = ("kind, entity, event_id, ts, campaign, stage, type, submission,
                  "location")
 
 
-def events_until(store: Store, at: float, campaign: str | None = None, stage: str | None = None) -> list[Any]:
+def events_until(store: Store, at: float | None, campaign: str | None = None, stage: str | None = None) -> list[Any]:
     """Every stored raw event of the selected stages with ``ts <= at``, sorted by (ts, event_id).
 
     Copies of one event may appear (raw_events is read without FINAL): the Engine counts them once.
     The sort only makes the result deterministic; the Engine is order independent.
     """
-    rows = store.query(f"SELECT {EVENT_COLUMNS} FROM raw_events WHERE {where(campaign, stage)} "
-                       f"AND ts <= {literal(float(at))}")
+    until = "" if at is None else f" AND ts <= {literal(float(at))}"  # None: every event
+    rows = store.query(f"SELECT {EVENT_COLUMNS} FROM raw_events WHERE {where(campaign, stage)}{until}")
     events = [event_from_raw_row(r) for r in rows]
     events.sort(key=lambda e: (e.ts, e.event_id))
     return events
@@ -101,3 +101,51 @@ def store_at(store: Store, at: float, campaign: str | None = None, stage: str | 
                 eph.close()
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------- history
+def history(store: Store, campaign: str, stage: str, *, every_s: float, since: float | None = None,
+            until: float | None = None, threshold_s: float | None = None,
+            rate_window_h: float | None = None) -> list[dict[str, Any]]:
+    """Every number of one stage at since, since + every, ... up to until (both included when on a step).
+
+    Each step's numbers are those of the events with ts <= the step, with the step as the stall clock:
+    exactly what `status --at STEP --format json` gives (the test compares the two). The events are
+    applied in ts order to one Engine and the numbers taken at each step; that is exact because the
+    Engine's numbers depend only on the set of events applied, not on their order.
+
+    Defaults: since = the stage's first event, until = its last event (a step is added there).
+    """
+    from processors.forecast import DEFAULT_RATE_WINDOW_H, stage_forecast, window_seconds
+    from processors.numbers import STALL_THRESHOLD_S
+
+    if not every_s > 0:
+        raise ValueError("every_s must be positive")
+    threshold_s = STALL_THRESHOLD_S if threshold_s is None else threshold_s
+    window_s = window_seconds(DEFAULT_RATE_WINDOW_H if rate_window_h is None else rate_window_h)
+    events = events_until(store, until, campaign, stage)
+    if not events:
+        return []
+    start = events[0].ts if since is None else since
+    end = events[-1].ts if until is None else until
+    steps: list[float] = []
+    t = start
+    while t <= end:
+        steps.append(t)
+        t = start + every_s * len(steps)  # no drift from adding floats
+    if until is None and steps[-1] < end:
+        steps.append(end)  # the latest numbers are always the last step
+    engine = Engine()
+    i, out = 0, []
+    for step in steps:
+        while i < len(events) and events[i].ts <= step:
+            engine.apply(events[i])
+            i += 1
+        engine.take_conflicts()
+        st = engine.stages.get((campaign, stage))
+        if st is None:  # no event of the stage yet
+            continue
+        numbers = st.numbers(step, threshold_s)
+        numbers.update(stage_forecast(st, step, window_s))
+        out.append({"ts": step, **numbers})
+    return out
