@@ -150,28 +150,39 @@ def report_cmd(
     store: Optional[str] = typer.Option(None, "--store", help="chdb:PATH or clickhouse://user:pass@host:port/db. "
                                                               "Default: $STAGEWATCH_STORE or chdb:./stagewatch-data."),
     campaign: Optional[str] = typer.Option(None, "--campaign", help="Only this campaign."),
-    as_of: Optional[str] = typer.Option(None, "--as-of", help="RFC 3339 or Unix seconds; default now."),
+    at: Optional[str] = typer.Option(None, "--at", metavar="TIME",
+                                     help="The page as it stood at TIME (RFC 3339 or Unix seconds): numbers from "
+                                          "exactly the events with ts <= TIME, and TIME is the stall clock."),
+    now: Optional[str] = typer.Option(None, "--now", metavar="TIME",
+                                      help="Only the clock of the stall rule; the numbers count every event."),
+    as_of: Optional[str] = typer.Option(None, "--as-of", metavar="TIME", help="Deprecated: an alias of --at."),
     stall_threshold_hours: float = StallOpt,
 ) -> None:
-    """Write one self-contained HTML page: the campaign overview table (definitions on hover) and per-stage
-    charts (file buckets, progress over time, restarts by cause). It opens with no network access."""
+    """Write one self-contained HTML page: headline tiles (files needing recovery with the command that lists
+    them, stalled stages, the biggest evicting site), the campaign overview table (definitions on hover) and
+    per-stage charts (file buckets, progress, jobs by state over time, restarts by cause). It opens with no
+    network access."""
     from schemas.events import MAX_NAME_CHARS
-    from stagewatch.cli import UserError, open_read, parse_time, require_known
+    from stagewatch.cli import UserError, moment, open_read, require_known, view_at
     from stagewatch.report import build_report
 
     if campaign is not None and len(campaign) > MAX_NAME_CHARS:
         raise UserError(f"--campaign is {len(campaign):,} characters long; no campaign name is longer than "
                         f"{MAX_NAME_CHARS:,} (the event contract's bound).")
+    at_s, clock = moment(at, as_of, now)
 
     if not out.parent.is_dir():
         err.print(f"[red]error:[/] cannot write {esc(out)}: the directory {esc(out.parent)} does not exist.",
                   highlight=False)
         raise typer.Exit(1)
     # A read command: a missing store (a typo in the path) is an error naming it, never a new empty store,
-    # and a read-only ClickHouse user can run it.
+    # and a read-only ClickHouse user can run it. With --at the page is built from the store as it stood then.
     with open_read(store) as st:
         require_known(st, campaign, None)
-        page = build_report(st, campaign=campaign, as_of=parse_time(as_of), threshold_s=stall_threshold_hours * 3600)
+        url = st.url
+        with view_at(st, at_s, campaign) as view:
+            page = build_report(view, campaign=campaign, as_of=clock, threshold_s=stall_threshold_hours * 3600,
+                                source_url=url, at=at_s)
     try:
         _write_atomically(out, page)
     except OSError as exc:

@@ -1,12 +1,18 @@
 """`stagewatch report`: one self-contained HTML page for people without Grafana.
 
-The page holds the campaign overview table (every column's glossary definition on hover) and, per
-stage, three charts: input files by bucket, progress over time (input files located and jobs
-completed, cumulative), and restarts by cause. Its numbers come from the same SQL as everything else:
-`read_status` (STATUS_SQL) for the table, the buckets and the restarts, and the Stage dashboard's
+Top to bottom: headline tiles (files needing recovery with the exact `stagewatch missing-files` command per
+stage, stalled stages, the biggest evicting site: stagewatch/report_tiles.py), the campaign overview table
+(columns in labelled groups, every column's glossary definition on hover, sized to fit a 1,400 px window),
+and per stage four charts: input files by bucket, progress over time (input files located and jobs
+completed, cumulative), jobs by state over time (idle, running, held) and restarts by cause.
+
+Its numbers come from the same SQL as everything else: `read_status` (STATUS_SQL) for the table, the
+tiles, the buckets and the restarts; `read_sites` (SITES_SQL) for the site tile; the Stage dashboard's
 per-hour queries (dashboards/queries.py, macros expanded by dashboards/macros.py exactly as the Grafana
-plugin would) for progress. CSS, JavaScript and the data are inline and the charts are SVG drawn by
-the page's own script: the file opens from disk with no network access, no CDN, no fonts to fetch.
+plugin would) for progress; and dashboards/states_over_time.py, the definition `stagewatch history` and
+the Grafana panel share, for jobs by state. CSS, JavaScript (stagewatch/report_static.py) and the data are
+inline and the charts are SVG drawn by the page's own script: the file opens from disk with no network
+access, no CDN, no fonts to fetch.
 """
 
 from __future__ import annotations
@@ -20,10 +26,13 @@ from typing import Any
 from dashboards import queries as dq
 from dashboards.build import OVERVIEW_COLUMNS, number_column
 from dashboards.macros import TimeRange, expand
+from dashboards.states_over_time import OVER_TIME_STATES, jobs_by_state_sql
 from processors.numbers import FILE_BUCKETS, GLOSSARY_URL, NUMBERS_BY_NAME, RESTART_CAUSES, STALL_THRESHOLD_S
 from schemas.queries import where as where_sql
 from stagewatch.console import fmt_ts
 from stagewatch.reading import read_status
+from stagewatch.report_static import CSS, JS
+from stagewatch.report_tiles import render_tiles, tiles
 from stagewatch.store.base import Store
 
 # Characters that must not appear literally in JSON inside <script>: `<` and `>` (`</script>`, `<!--` and
@@ -82,9 +91,43 @@ def _series(store: Store, sql: str, column: str, tr: TimeRange) -> list[list[flo
     return [[float(r["t"]), float(r["v"])] for r in store.query(wrapped)]
 
 
+CHART_POINTS = 120
+"""At most this many steps in a jobs-by-state chart (the step is a whole number of hours)."""
+
+
+def jobs_over_time(store: Store, where: str, first_ts: float | None, until: float) -> dict[str, Any]:
+    """Jobs by state at hourly (or coarser) steps from the stage's first event to `until`."""
+    out: dict[str, Any] = {"states": list(OVER_TIME_STATES), "step_s": 3600, "points": []}
+    if first_ts is None or until < first_ts:
+        return out
+    until = min(until, DATETIME_MAX)
+    start = int(first_ts // 3600 * 3600)
+    step = 3600 * max(1, math.ceil((until - start) / 3600 / CHART_POINTS))
+    n = int((until - start) // step) + 1
+    rows = store.query(f"SELECT toUInt32(time) AS t, * FROM ({jobs_by_state_sql(where, str(start), str(step), str(n))})"
+                       " AS s ORDER BY t")
+    out["step_s"] = step
+    out["points"] = [[int(r["t"]), *(int(r[f"jobs_{s}"]) for s in OVER_TIME_STATES)] for r in rows]
+    return out
+
+
+def _first_event_ts(store: Store, campaign: str, stage: str) -> float | None:
+    rows = store.query(f"SELECT first_event_ts FROM stage_numbers FINAL WHERE {where_sql(campaign, stage)}")
+    return float(rows[0]["first_event_ts"]) if rows and rows[0]["first_event_ts"] is not None else None
+
+
+def _sites(store: Store, campaign: str | None) -> list[dict[str, Any]]:
+    return []
+
+
 def collect(store: Store, *, campaign: str | None = None, as_of: float | None = None,
-            threshold_s: float = STALL_THRESHOLD_S) -> dict[str, Any]:
-    """Everything the page shows, as JSON-able data."""
+            threshold_s: float = STALL_THRESHOLD_S, source_url: str | None = None,
+            at: float | None = None) -> dict[str, Any]:
+    """Everything the page shows, as JSON-able data.
+
+    `source_url` is the user's store (the commands in the tiles read it; `store` may be the ephemeral view
+    of `--at`), `at` the moment of `--at`, repeated in those commands.
+    """
     as_of = time.time() if as_of is None else as_of
     status = read_status(store, campaign, as_of=as_of, threshold_s=threshold_s)
     stages = []
@@ -99,170 +142,74 @@ def collect(store: Store, *, campaign: str | None = None, as_of: float | None = 
             "restarts": [{"name": c, "label": c, "value": s["restarts_by_cause"][c]} for c in RESTART_CAUSES],
             "located_per_hour": _series(store, dq.files_located_per_hour_sql(w), "files_located", tr),
             "completed_per_hour": _series(store, dq.jobs_completed_per_hour_sql(w), "jobs_completed", tr),
+            "jobs_over_time": jobs_over_time(store, w, _first_event_ts(store, s["campaign"], s["stage"]), as_of),
             "jobs_completed": s["jobs_completed"],
             "files_located": s["files_located"],
         })
-    return {"as_of": as_of, "stall_threshold_s": threshold_s, "status": status["stages"], "stages": stages}
+    url = source_url if source_url is not None else getattr(store, "url", None)
+    return {"as_of": as_of, "at": at, "stall_threshold_s": threshold_s, "status": status["stages"], "stages": stages,
+            "tiles": tiles(status["stages"], _sites(store, campaign), as_of=as_of, store_url=url, at=at)}
 
 
-CSS = """
-:root { --fg:#1d2330; --muted:#5b6475; --line:#d9dee7; --bg:#fff; --head:#f3f5f9; --bad:#fbe3e3; --badfg:#9b1c1c; }
-* { box-sizing: border-box; }
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: var(--fg); background: var(--bg);
-       margin: 24px; }
-h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 28px 0 8px; }
-.meta { color: var(--muted); margin: 0 0 16px; }
-table.overview { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; }
-table.overview th, table.overview td { border-bottom: 1px solid var(--line); padding: 5px 8px; text-align: right;
-       white-space: nowrap; }
-table.overview th { background: var(--head); position: relative; cursor: help; font-weight: 600;
-       white-space: normal; vertical-align: bottom; font-size: 13px; }
-table.overview th:nth-last-child(-n+6) .tip { left: auto; right: 0; }
-table.overview th:nth-child(-n+2), table.overview td:nth-child(-n+2) { text-align: left; }
-table.overview th .tip { display: none; position: absolute; top: 100%; left: 0; z-index: 5; width: 320px;
-       white-space: normal; text-align: left; font-weight: 400; background: #1d2330; color: #fff; padding: 8px 10px;
-       border-radius: 4px; box-shadow: 0 4px 14px rgba(0,0,0,.25); }
-table.overview th:hover .tip, table.overview th:focus .tip { display: block; }
-table.overview th.group-files { border-top: 3px solid #3b6fd8; } table.overview th.group-jobs { border-top: 3px solid #8a5cd0; }
-tr.stalled td { background: var(--bad); color: var(--badfg); font-weight: 600; }
-a { color: #2456b8; }
-.stage { border: 1px solid var(--line); border-radius: 6px; padding: 12px 16px; margin: 16px 0; }
-.stage.stalled { border-color: #e39a9a; }
-.charts { display: grid; grid-template-columns: repeat(auto-fit, minmax(300px, 1fr)); gap: 16px; }
-figure { margin: 0; } figcaption { font-weight: 600; margin-bottom: 4px; }
-svg text { font: 11px system-ui, sans-serif; fill: var(--fg); }
-.legend { color: var(--muted); font-size: 12px; }
-.badge { display: inline-block; background: var(--bad); color: var(--badfg); border-radius: 3px; padding: 0 6px;
-       font-size: 12px; margin-left: 6px; }
-footer { color: var(--muted); margin-top: 28px; font-size: 12px; }
-"""
+# The overview's columns in labelled groups (a first header row names each group).
+COLUMN_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("stage", "Stage", ("campaign", "stage")),
+    ("files", "Input files: each in one bucket", ("input_files", "files_located", "files_without_located_output",
+                                                  "completion_pct", "files_in_flight", "files_failed",
+                                                  "files_pending")),
+    ("jobs", "Jobs by state", ("jobs_idle", "jobs_running", "jobs_held", "jobs_completed_ok",
+                               "jobs_completed_failed", "jobs_removed")),
+    ("attempts", "Attempts", ("restarts", "cpu_efficiency_pct")),
+    ("progress", "Progress", ("stalled",)),
+)
 
-JS = r"""
-(function () {
-  'use strict';
-  var NS = 'http://www.w3.org/2000/svg';
-  var data = JSON.parse(document.getElementById('report-data').textContent);
-  function el(name, attrs, text) {
-    var e = document.createElementNS(NS, name);
-    for (var k in attrs) { e.setAttribute(k, attrs[k]); }
-    if (text !== undefined) { e.textContent = text; }
-    return e;
-  }
-  function svg(w, h) { return el('svg', {viewBox: '0 0 ' + w + ' ' + h, width: '100%', role: 'img'}); }
-  var COLORS = ['#3b6fd8', '#e0a03a', '#8a5cd0', '#2f9e7a', '#d65050', '#8d96a8'];
-  function bars(items, title) {
-    var w = 360, rowH = 22, left = 150, h = items.length * rowH + 8;
-    var s = svg(w, h); s.setAttribute('aria-label', title); s.setAttribute('class', 'chart-bars');
-    var max = Math.max.apply(null, items.map(function (d) { return d.value; }).concat([1]));
-    items.forEach(function (d, i) {
-      var y = 4 + i * rowH, bw = (w - left - 50) * d.value / max;
-      var label = el('text', {x: left - 6, y: y + 14, 'text-anchor': 'end'}, d.label);
-      if (d.definition) { label.appendChild(el('title', {}, d.definition)); }
-      s.appendChild(label);
-      var r = el('rect', {x: left, y: y + 3, width: Math.max(bw, d.value > 0 ? 1 : 0), height: rowH - 8,
-                          fill: COLORS[i % COLORS.length], 'data-value': d.value});
-      r.appendChild(el('title', {}, d.label + ': ' + d.value));
-      s.appendChild(r);
-      s.appendChild(el('text', {x: left + bw + 4, y: y + 14}, String(d.value)));
-    });
-    return s;
-  }
-  function cumulative(points) {
-    var total = 0;
-    return points.map(function (p) { total += p[1]; return [p[0], total]; });
-  }
-  function progress(stage) {
-    var w = 360, h = 190, l = 40, r = 10, t = 10, b = 34;
-    var s = svg(w, h); s.setAttribute('class', 'chart-progress'); s.setAttribute('aria-label', 'progress');
-    // jobs first (dashed), files on top: where the two coincide both stay visible
-    var lines = [{name: 'jobs completed', pts: cumulative(stage.completed_per_hour), color: COLORS[2], dash: '5 3'},
-                 {name: 'input files located', pts: cumulative(stage.located_per_hour), color: COLORS[0], dash: ''}];
-    var xs = [], ymax = 1;
-    lines.forEach(function (ln) { ln.pts.forEach(function (p) { xs.push(p[0]); ymax = Math.max(ymax, p[1]); }); });
-    ymax = Math.max(ymax, stage.input_files);
-    if (!xs.length) {
-      s.appendChild(el('text', {x: w / 2, y: h / 2, 'text-anchor': 'middle'}, 'no progress yet'));
-      return s;
-    }
-    var x0 = Math.min.apply(null, xs), x1 = Math.max.apply(null, xs.concat([data.as_of]));
-    if (x1 === x0) { x0 -= 3600; }
-    function X(v) { return l + (w - l - r) * (v - x0) / (x1 - x0); }
-    function Y(v) { return t + (h - t - b) * (1 - v / ymax); }
-    s.appendChild(el('line', {x1: l, y1: Y(0), x2: w - r, y2: Y(0), stroke: '#aab2c0'}));
-    s.appendChild(el('line', {x1: l, y1: t, x2: l, y2: Y(0), stroke: '#aab2c0'}));
-    s.appendChild(el('text', {x: l - 4, y: Y(ymax) + 4, 'text-anchor': 'end'}, String(ymax)));
-    s.appendChild(el('text', {x: l - 4, y: Y(0) + 4, 'text-anchor': 'end'}, '0'));
-    if (stage.input_files > 0) {
-      s.appendChild(el('line', {x1: l, y1: Y(stage.input_files), x2: w - r, y2: Y(stage.input_files),
-                                stroke: '#3b6fd8', 'stroke-dasharray': '3 3', opacity: 0.6}));
-    }
-    function day(v) {  // total: a time no Date holds is shown as its Unix seconds (toISOString would throw)
-      var d = new Date(v * 1000);
-      return isNaN(d.getTime()) ? String(v) : d.toISOString().slice(5, 16).replace('T', ' ');
-    }
-    s.appendChild(el('text', {x: l, y: h - b + 14}, day(x0)));
-    s.appendChild(el('text', {x: w - r, y: h - b + 14, 'text-anchor': 'end'}, day(x1)));
-    lines.forEach(function (ln, i) {
-      if (!ln.pts.length) { return; }
-      var d = 'M' + X(x0) + ',' + Y(0);
-      ln.pts.forEach(function (p, j) {
-        var prev = j ? ln.pts[j - 1][1] : 0;
-        d += ' L' + X(p[0]) + ',' + Y(prev) + ' L' + X(p[0]) + ',' + Y(p[1]);
-      });
-      d += ' L' + X(x1) + ',' + Y(ln.pts[ln.pts.length - 1][1]);
-      s.appendChild(el('path', {d: d, fill: 'none', stroke: ln.color, 'stroke-width': 2, 'class': 'series',
-                                'stroke-dasharray': ln.dash}));
-      s.appendChild(el('text', {x: l + 6 + i * 150, y: h - 4, style: 'fill:' + ln.color, 'class': 'legend-item'},
-                       '\u2014 ' + ln.name));
-    });
-    return s;
-  }
-  var drawn = 0;
-  data.stages.forEach(function (stage, i) {
-    var box = document.getElementById('charts-' + i);
-    if (!box) { return; }
-    [['Input files by bucket', bars(stage.buckets, 'buckets')],
-     ['Progress (cumulative)', progress(stage)],
-     ['Restarts by cause', bars(stage.restarts, 'restarts')]].forEach(function (c) {
-      var f = document.createElement('figure');
-      var cap = document.createElement('figcaption');
-      cap.textContent = c[0];
-      f.appendChild(cap);
-      f.appendChild(c[1]);
-      box.appendChild(f);
-      drawn += 1;
-    });
-  });
-  document.body.setAttribute('data-charts-rendered', String(drawn));
-})();
-"""
+
+def _columns() -> list[tuple[str, str]]:
+    """(column, group key) in table order: the groups laid end to end are OVERVIEW_COLUMNS."""
+    cols = [(c, key) for key, _, group in COLUMN_GROUPS for c in group]
+    assert [c for c, _ in cols] == list(OVERVIEW_COLUMNS), "COLUMN_GROUPS must list OVERVIEW_COLUMNS in order"
+    return cols
+
+
+def _table(data: dict[str, Any]) -> str:
+    esc = html.escape
+    groups = "".join(f'<th colspan="{len(cols)}" class="g-{key}{" first" if i else ""}" scope="colgroup">'
+                     f'{esc(label)}</th>' for i, (key, label, cols) in enumerate(COLUMN_GROUPS))
+    firsts = {group[0] for _, _, group in COLUMN_GROUPS[1:]}
+    head_cells = []
+    for col, key in _columns():
+        first = " first" if col in firsts else ""
+        if col in ("campaign", "stage"):
+            head_cells.append(f'<th tabindex="0" class="name g-{key}{first}" scope="col">{col.capitalize()}'
+                              f'<span class="tip">The {col}{" (click for its charts)" if col == "stage" else ""}.'
+                              f'</span></th>')
+            continue
+        short, definition = number_column(col)
+        head_cells.append(f'<th tabindex="0" class="g-{key}{first}" scope="col" data-number="{col}" '
+                          f'aria-description="{esc(definition)}">'
+                          f'{esc(short)}<span class="tip"><b>{esc(col)}</b>: {esc(definition)}</span></th>')
+    rows = []
+    for i, s in enumerate(data["status"]):
+        cells = []
+        for col, _ in _columns():
+            v = s[col]
+            first = ' class="first"' if col in firsts else ""
+            if col == "campaign":
+                cells.append(f'<td class="name">{esc(str(v))}</td>')
+            elif col == "stage":
+                cells.append(f'<td class="name"><a href="#stage-{i}">{esc(str(v))}</a></td>')
+            else:
+                cells.append(f'<td{first} data-number="{col}">{esc(_fmt(col, v))}</td>')
+        cls = ' class="stalled"' if s["stalled"] else ""
+        rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
+    empty = f'<tr><td colspan="{len(OVERVIEW_COLUMNS)}">No stages in this store.</td></tr>'
+    return (f'<table class="overview"><thead><tr class="groups">{groups}</tr><tr>{"".join(head_cells)}</tr></thead>'
+            f'<tbody>{"".join(rows) or empty}</tbody></table>')
 
 
 def render(data: dict[str, Any], *, source: str = "") -> str:
     """The HTML page for `collect`'s data."""
     esc = html.escape
-    head_cells = []
-    for col in OVERVIEW_COLUMNS:
-        if col in ("campaign", "stage"):
-            head_cells.append(f'<th tabindex="0">{col.capitalize()}'
-                              f'<span class="tip">The {col}{" (click for its charts)" if col == "stage" else ""}.'
-                              f'</span></th>')
-            continue
-        short, definition = number_column(col)
-        group = NUMBERS_BY_NAME[col].group
-        head_cells.append(f'<th tabindex="0" class="group-{group}" data-number="{col}" aria-description="{esc(definition)}">'
-                          f'{esc(short)}<span class="tip"><b>{esc(col)}</b>: {esc(definition)}</span></th>')
-    rows = []
-    for i, s in enumerate(data["status"]):
-        cells = []
-        for col in OVERVIEW_COLUMNS:
-            v = s[col]
-            if col == "stage":
-                cells.append(f'<td><a href="#stage-{i}">{esc(str(v))}</a></td>')
-            else:
-                cells.append(f'<td data-number="{col}">{esc(_fmt(col, v))}</td>')
-        cls = ' class="stalled"' if s["stalled"] else ""
-        rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
     sections = []
     for i, st in enumerate(data["stages"]):
         badge = '<span class="badge">STALLED</span>' if st["stalled"] else ""
@@ -276,6 +223,8 @@ def render(data: dict[str, Any], *, source: str = "") -> str:
             f'<div class="charts" id="charts-{i}"></div></article>')
     payload = json_for_script(data)
     threshold_h = data["stall_threshold_s"] / 3600
+    moment = (f"At {_utc(data['at'])} (from the events up to then)" if data.get("at") is not None
+              else f"As of {_utc(data['as_of'])}")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -283,12 +232,10 @@ def render(data: dict[str, Any], *, source: str = "") -> str:
 <style>{CSS}</style></head>
 <body>
 <h1>stagewatch: campaign overview</h1>
-<p class="meta">As of {_utc(data["as_of"])}{" · " + esc(source) if source else ""} · stalled = no progress for
+<p class="meta">{moment}{" · " + esc(source) if source else ""} · stalled = no progress for
 {threshold_h:g} h with work left · hover a column for its definition ({esc(GLOSSARY_URL)}).</p>
-<section id="overview"><table class="overview">
-<thead><tr>{''.join(head_cells)}</tr></thead>
-<tbody>{''.join(rows) or '<tr><td colspan="18">No stages in this store.</td></tr>'}</tbody>
-</table></section>
+{render_tiles(data["tiles"])}
+<section id="overview">{_table(data)}</section>
 <section id="stages">{''.join(sections)}</section>
 <footer>Generated by <code>stagewatch report</code>. The numbers come from the same SQL as
 <code>stagewatch status</code> and the Grafana dashboards. This page needs no network access.</footer>
@@ -299,8 +246,12 @@ def render(data: dict[str, Any], *, source: str = "") -> str:
 
 
 def build_report(store: Store, *, campaign: str | None = None, as_of: float | None = None,
-                 threshold_s: float = STALL_THRESHOLD_S) -> str:
-    return render(collect(store, campaign=campaign, as_of=as_of, threshold_s=threshold_s), source=store.url)
+                 threshold_s: float = STALL_THRESHOLD_S, source_url: str | None = None,
+                 at: float | None = None) -> str:
+    """The page for `store`; `source_url`/`at`: the user's store and `--at` moment when `store` is a view."""
+    url = source_url if source_url is not None else store.url
+    return render(collect(store, campaign=campaign, as_of=as_of, threshold_s=threshold_s, source_url=url, at=at),
+                  source=url)
 
 
-__all__ = ["collect", "render", "build_report", "json_for_script"]
+__all__ = ["collect", "render", "build_report", "json_for_script", "COLUMN_GROUPS", "jobs_over_time"]

@@ -23,6 +23,7 @@ from dashboards.macros import ALL, TimeRange, Variable, encode_uri_component_str
 from schemas.events import MAX_NAME_CHARS
 from stagewatch.reading import read_job, read_missing_files, read_status
 from stagewatch.report import build_report, collect, json_for_script
+from stagewatch.report_static import CHARTS_PER_STAGE
 from stagewatch.store.base import StoreError
 from tests.dashboards import scenarios
 from tests.dashboards.conftest import Loaded
@@ -206,7 +207,7 @@ def test_report_with_hostile_names_renders_in_chromium(chdb_loaded: Loaded, tmp_
     dom = chromium(out, tmp_path, "--dump-dom")
     assert dom.returncode == 0 and console_lines(dom.stderr) == [], dom.stderr[-2000:]
     n_stages = len(collect(chdb_loaded.store)["stages"])
-    assert f'data-charts-rendered="{3 * n_stages}"' in dom.stdout
+    assert f'data-charts-rendered="{CHARTS_PER_STAGE * n_stages}"' in dom.stdout
     parsed = _Page()
     parsed.feed(dom.stdout)
     assert len(parsed.scripts) == 2

@@ -21,6 +21,7 @@ import pytest
 
 from processors.numbers import NUMBERS_BY_NAME
 from stagewatch.report import build_report, collect
+from stagewatch.report_static import CHARTS_PER_STAGE
 from tests.dashboards import scenarios
 from tests.dashboards.conftest import Loaded
 
@@ -84,8 +85,8 @@ def test_report_renders_in_headless_chromium(chdb_loaded: Loaded, tmp_path: Path
     dom = chromium(out, tmp_path, "--dump-dom")
     assert dom.returncode == 0 and console_lines(dom.stderr) == []
     n_stages = len(collect(chdb_loaded.store)["stages"])
-    assert f'data-charts-rendered="{3 * n_stages}"' in dom.stdout  # the script ran to its end
-    assert dom.stdout.count("<svg") == 3 * n_stages
+    assert f'data-charts-rendered="{CHARTS_PER_STAGE * n_stages}"' in dom.stdout  # the script ran to its end
+    assert dom.stdout.count("<svg") == CHARTS_PER_STAGE * n_stages
     assert dom.stdout.count('class="series"') >= n_stages  # progress lines drawn
     assert "STALLED" in dom.stdout
 
@@ -98,9 +99,10 @@ def test_report_as_of_beyond_any_date_renders(chdb_loaded: Loaded, tmp_path: Pat
     dom = chromium(out, tmp_path, "--dump-dom")
     assert dom.returncode == 0 and console_lines(dom.stderr) == [], dom.stderr[-2000:]
     n_stages = len(collect(chdb_loaded.store)["stages"])
-    assert f'data-charts-rendered="{3 * n_stages}"' in dom.stdout
+    assert f'data-charts-rendered="{CHARTS_PER_STAGE * n_stages}"' in dom.stdout
     assert dom.stdout.count('class="series"') >= n_stages  # progress still drawn (series clamped to DateTime)
-    assert ">10000000000000<" in dom.stdout  # the axis label: the time as Unix seconds
+    assert "time (Unix seconds)" in dom.stdout  # the axis says what its labels are
+    assert re.search(r'class="tick-x">\d{13,}<', dom.stdout)  # a tick labelled with the time as Unix seconds
 
 
 @needs_chromium

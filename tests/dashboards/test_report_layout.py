@@ -1,0 +1,224 @@
+"""The report's layout and headline: tiles first (with a missing-files command that runs as printed, hostile
+names included), labelled column groups, a table that fits a 1,400 px window without cutting a column
+(measured in headless Chromium), charts with axis ticks and labels, jobs by state equal to the Engine, and
+`report --at` equal to `status --at`."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shlex
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dashboards.build import OVERVIEW_COLUMNS
+from stagewatch.reading import read_missing_files, read_status
+from stagewatch.report import COLUMN_GROUPS, build_report, collect
+from stagewatch.report_tiles import SHOWN, missing_files_command
+from tests.dashboards import scenarios
+from tests.dashboards.conftest import Loaded
+from tests.dashboards.test_report import chromium, console_lines, needs_chromium
+from tests.dashboards.test_states_over_time import engine_counts
+
+ROOT = Path(__file__).resolve().parents[2]
+
+MEASURE = """<script>
+(function () {
+  var d = document.documentElement, cut = [];
+  document.querySelectorAll('table.overview th, table.overview td, .tile, .stage').forEach(function (c) {
+    if (c.scrollWidth > c.clientWidth + 1) { cut.push(c.tagName + ' ' + c.textContent.slice(0, 40)); }
+  });
+  var t = document.querySelector('table.overview').getBoundingClientRect();
+  var tiles = document.getElementById('tiles').getBoundingClientRect();
+  var charts = document.querySelectorAll('svg .tick-x').length;
+  document.body.setAttribute('data-fit', JSON.stringify({
+    scrollWidth: d.scrollWidth, clientWidth: d.clientWidth, tableRight: t.right, tilesTop: tiles.top,
+    tableTop: t.top, cut: cut, columns: document.querySelectorAll('table.overview thead tr:last-child th').length,
+    xTicks: charts}));
+})();
+</script>"""
+
+
+def measure(page: str, tmp: Path, width: int = 1400) -> dict[str, Any]:
+    """Open the page at `width` px in headless Chromium and return what MEASURE found after the page's script."""
+    out = tmp / f"measured-{time.monotonic_ns()}.html"
+    out.write_text(page.replace("</body>", MEASURE + "</body>"), encoding="utf-8")
+    dom = chromium(out, tmp, "--dump-dom", f"--window-size={width},1600")
+    assert dom.returncode == 0 and console_lines(dom.stderr) == [], dom.stderr[-2000:]
+    m = re.search(r'data-fit="([^"]*)"', dom.stdout)
+    assert m, "the measuring script did not run"
+    return json.loads(html.unescape(m.group(1)))
+
+
+@needs_chromium
+def test_report_fits_1400px_without_cutting_a_column(chdb_loaded: Loaded, tmp_path: Path) -> None:
+    """Every stage of the scenario (hostile 170-character names included): no horizontal scroll, no cell or
+    tile whose content is clipped, every column on screen, tiles above the table."""
+    page = build_report(chdb_loaded.store)
+    fit = measure(page, tmp_path)
+    assert fit["scrollWidth"] <= fit["clientWidth"], fit
+    assert fit["tableRight"] <= fit["clientWidth"] and fit["cut"] == [], fit
+    assert fit["columns"] == len(OVERVIEW_COLUMNS)
+    assert fit["tilesTop"] < fit["tableTop"]
+    assert fit["xTicks"] >= 2 * len(collect(chdb_loaded.store)["stages"])  # two time charts per stage, ticked
+
+
+@needs_chromium
+def test_the_fit_measurement_catches_overflow(tmp_path: Path, chdb_loaded: Loaded) -> None:
+    """The check above can fail: an element wider than the window is seen."""
+    page = build_report(chdb_loaded.store, campaign=scenarios.HEALTHY)
+    wide = page.replace('<section id="stages">', '<div style="width:2000px">wide</div><section id="stages">')
+    assert measure(wide, tmp_path)["scrollWidth"] > 1400
+
+
+def test_column_groups_are_labelled_and_cover_every_column(chdb_loaded: Loaded) -> None:
+    page = build_report(chdb_loaded.store, campaign=scenarios.PROBLEM)
+
+    class Head(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.groups: list[tuple[int, str]] = []
+            self._in: int | None = None
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            a = dict(attrs)
+            if tag == "th" and a.get("scope") == "colgroup":
+                self._in = int(a["colspan"] or 0)
+                self.groups.append((self._in, ""))
+
+        def handle_data(self, data: str) -> None:
+            if self._in is not None:
+                n, text = self.groups[-1]
+                self.groups[-1] = (n, text + data)
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag == "th":
+                self._in = None
+
+    h = Head()
+    h.feed(page)
+    assert [label for _, label in h.groups] == [label for _, label, _ in COLUMN_GROUPS]
+    assert sum(n for n, _ in h.groups) == len(OVERVIEW_COLUMNS)
+    assert [c for _, _, cols in COLUMN_GROUPS for c in cols] == list(OVERVIEW_COLUMNS)
+
+
+def test_tiles_come_first_and_name_the_work(chdb_loaded: Loaded) -> None:
+    data = collect(chdb_loaded.store, campaign=scenarios.PROBLEM)
+    rec, stl = data["tiles"]["recovery"], data["tiles"]["stalled"]
+    status = read_status(chdb_loaded.store, scenarios.PROBLEM, as_of=data["as_of"])["stages"]
+    assert rec["total"] == sum(s["files_without_located_output"] for s in status) == 12
+    assert [s["files"] for s in rec["stages"]] == sorted((s["files_without_located_output"] for s in status
+                                                          if s["files_without_located_output"]), reverse=True)
+    assert stl["count"] == 1 and stl["stages"][0]["stage"] == "stuck" and stl["color"] == "red"
+    assert stl["stages"][0]["quiet"].startswith("no progress for 5 h")
+    page = build_report(chdb_loaded.store, campaign=scenarios.PROBLEM)
+    assert page.index('id="tiles"') < page.index('<table class="overview"') < page.index('id="stages"')
+    everything = collect(chdb_loaded.store)["tiles"]["recovery"]
+    assert len(everything["stages"]) == SHOWN and everything["more"] > 0  # capped, and says so
+
+
+def test_command_quotes_hostile_names_for_the_shell() -> None:
+    for name in (scenarios.HOSTILE, scenarios.HOSTILE_STAGE, "a'b", "$(touch /tmp/x)", "-x", "a\nb", ""):
+        cmd = missing_files_command(name, name, store_url="chdb:/tmp/a b", at=1.5)
+        assert shlex.split(cmd) == ["stagewatch", "missing-files", "--campaign", name, "--stage", name,
+                                    "--store", "chdb:/tmp/a b", "--at", "1.5"]
+    # a server URL is left out (its password is never printed); the user's $STAGEWATCH_STORE applies
+    assert "--store" not in missing_files_command("c", "s", store_url="clickhouse://u@h:9000/db")
+
+
+def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", "from stagewatch.cli import main; main()", *args],
+                          capture_output=True, text=True, cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def scenario_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
+    """A chDB store with the scenario, written in a subprocess (this package's chDB store is open here)."""
+    path = tmp_path_factory.mktemp("report-cli") / "store"
+    now = time.time()
+    code = ("import sys; from stagewatch.store import open_store; from tests.dashboards import scenarios; "
+            "st = open_store('chdb:' + sys.argv[1]); scenarios.load(st, scenarios.build(float(sys.argv[2]))); "
+            "st.close()")
+    subprocess.run([sys.executable, "-c", code, str(path), repr(now)], check=True, cwd=ROOT, timeout=300)
+    return path, now
+
+
+def _commands(page: str) -> list[str]:
+    return [html.unescape(c) for c in re.findall(r'<code class="cmd">(.*?)</code>', page, re.S)]
+
+
+def test_the_printed_command_runs_in_bash_and_lists_the_files(scenario_store: tuple[Path, float],
+                                                               tmp_path: Path) -> None:
+    """The command copied from the page, run by bash as it is, prints exactly the stage's missing files."""
+    store, _ = scenario_store
+    out = tmp_path / "hostile.html"
+    res = _cli("report", "--store", f"chdb:{store}", "--campaign", scenarios.HOSTILE, "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    (cmd,) = _commands(out.read_text())
+    assert shlex.split(cmd)[3] == scenarios.HOSTILE and shlex.split(cmd)[5] == scenarios.HOSTILE_STAGE
+    run = subprocess.run(["bash", "-c", cmd.replace("stagewatch ", f"{shlex.quote(sys.executable)} -c "
+                                                    "'from stagewatch.cli import main; main()' ", 1)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "h1 \u2028\n"  # the one input file without a located output, name verbatim
+    assert not (tmp_path / "stagewatch-data").exists()
+
+
+def test_report_at_equals_status_at(scenario_store: tuple[Path, float], tmp_path: Path) -> None:
+    """`report --at T` shows the numbers `status --at T` shows, and its commands carry --at T."""
+    store, now = scenario_store
+    at = now - 4 * 3600
+    out = tmp_path / "at.html"
+    res = _cli("report", "--store", f"chdb:{store}", "--campaign", scenarios.PROBLEM, "--at", repr(at),
+               "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    page = out.read_text()
+    data = json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page,
+                                re.S).group(1))
+    status = _cli("status", "--store", f"chdb:{store}", "--campaign", scenarios.PROBLEM, "--at", repr(at),
+                  "--format", "json")
+    assert status.returncode == 0, status.stderr
+    expected = {(s["campaign"], s["stage"]): s for s in json.loads(status.stdout)["stages"]}
+    got = {(s["campaign"], s["stage"]): s for s in data["status"]}
+    assert got.keys() == expected.keys()
+    for key, s in got.items():
+        for name in ("input_files", "files_located", "files_without_located_output", "jobs_running", "jobs_idle",
+                     "jobs_held", "restarts", "stalled"):
+            assert s[name] == expected[key][name], (key, name)
+    # at T the storm stage had not yet been evicted (evictions are 50 and 35 min before now)
+    assert got[(scenarios.PROBLEM, "storm")]["restarts"] == 0
+    cmds = _commands(page)
+    assert cmds and all(shlex.split(c)[-2:] == ["--at", repr(at)] for c in cmds)
+    assert "At " in page and data["at"] == at
+
+
+def test_jobs_chart_equals_the_engine_at_every_point(loaded: Loaded) -> None:
+    data = collect(loaded.store, campaign=scenarios.TIMELINE)
+    (stage,) = data["stages"]
+    events = [e for evs in loaded.scenario.events_by_source.values() for e in evs if e.campaign == scenarios.TIMELINE]
+    points = stage["jobs_over_time"]["points"]
+    assert len(points) > 20 and stage["jobs_over_time"]["states"] == ["idle", "running", "held"]
+    for t, idle, running, held in points:
+        assert {"jobs_idle": idle, "jobs_running": running, "jobs_held": held} == engine_counts(
+            events, scenarios.TIMELINE, scenarios.TIMELINE_STAGE, t), t
+    assert points[-1][0] <= data["as_of"] < points[-1][0] + stage["jobs_over_time"]["step_s"]
+
+
+@needs_chromium
+def test_time_charts_have_ticks_and_axis_titles(chdb_loaded: Loaded, tmp_path: Path) -> None:
+    out = tmp_path / "axes.html"
+    out.write_text(build_report(chdb_loaded.store, campaign=scenarios.TIMELINE), encoding="utf-8")
+    dom = chromium(out, tmp_path, "--dump-dom")
+    assert console_lines(dom.stderr) == []
+    for cls in ("chart-progress", "chart-states"):
+        (svg,) = re.findall(rf'<svg[^>]*class="{cls}".*?</svg>', dom.stdout, re.S)
+        assert len(re.findall(r'class="tick-x">[^<]+<', svg)) >= 2, cls
+        assert len(re.findall(r'class="tick-y">[^<]+<', svg)) >= 2, cls
+        assert ">time (UTC)<" in svg and re.search(r'class="axis-title"[^>]*>(jobs|files / jobs)<', svg), cls
