@@ -167,6 +167,9 @@ class Router:
             return [rec]
         try:
             number = int(ev.get("EventTypeNumber", -1))
+            if number != JOB_AD_INFORMATION and number not in EVENT_TYPES:
+                self.mapper.record(ev, where)  # (counted; nothing to route)
+                return []
             cluster, proc = int(ev.cluster), int(ev.proc)
         except Exception:
             number, cluster, proc = -1, -1, -1
@@ -180,7 +183,7 @@ class Router:
         state = self.mapper.jobs.get(key)
         route = state.route if state is not None else None
         skip = state.skip if state is not None else False
-        rec = self.mapper.record(ev, where)
+        rec = self.mapper.record(ev, where, (number, cluster, proc))
         if rec is None:
             return []
         if rec.ts > self.newest_ts:  # type: ignore[operator]
