@@ -156,7 +156,7 @@ def test_request_count_is_bounded_for_30000_files(tmp_path, caplog):
         p.commit()
     unlocated = expected["outputs_declared"] - expected["outputs_located"]
     assert second.events == []
-    assert second.requests <= 1 + 5 * 2 + 1 + math.ceil(unlocated * 80 / 4000)
+    assert second.requests == 1 + 5 * 2 + 1 + math.ceil(unlocated / METADATA_CHUNK)
     assert numbers(res.events) == expected
     assert any("sam.poll" in r.message and f"requests={res.requests}" in r.message for r in caplog.records)
 
