@@ -452,9 +452,8 @@ def files(
     for c in ("file", "bucket", "deliveries", "disposition", "disposition_job", "outputs", "last event"):
         t.add_column(c, justify="right" if c == "deliveries" else "left")
     for r in rows:
-        t.add_row(cell(r["file"]), cell(NUMBERS_BY_NAME[r["bucket"]].short if r["bucket"] in NUMBERS_BY_NAME
-                                        else r["bucket"]),
-                  cell(r["deliveries"]), cell(r["disposition"]), cell(r["disposition_job"]),
+        t.add_row(cell(r["file"]), cell(r["bucket"]), cell(r["deliveries"]), cell(r["disposition"]),
+                  cell(r["disposition_job"]),
                   cell(", ".join(map(str, r["outputs"]))), cell(fmt_ts(r.get("last_ts"))))
     console.print(t)
 

@@ -23,6 +23,7 @@ in order, in one new empty directory:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shlex
@@ -178,10 +179,15 @@ def test_fresh_machine_block_is_what_ci_runs(stagewatch_command, tmp_path):
     # The demo, from an empty directory, as the README describes it.
     res = run_block("stagewatch demo\n", tmp_path, TOUR_TIMEOUT_S)
     assert res.returncode == 0, _explain(res)
-    assert "fd_mcgen_cry_fhc_all" in res.stdout and "30,000" in res.stdout and "44,248" in res.stdout
+    assert "fd_mcgen_cry_fhc_all" in res.stdout
+    assert max(len(line) for line in res.stdout.splitlines()) <= 120  # the compact overview fits 120 columns
     row = next(line for line in res.stdout.splitlines() if "fd_mcgen_cry_fhc_all" in line)
-    assert re.search(r"│\s+310\s+│", row), row  # 310 input files without a located output
+    assert re.search(r"\b29,690/30,000 99\.0%\s+310\s", row), row  # 310 input files without a located output
     assert "STALLED" in res.stdout  # the stalled stage
+    js = run_block("stagewatch status --store chdb:stagewatch-demo --format json --now 2017-06-20T12:00:00Z\n",
+                   tmp_path, TOUR_TIMEOUT_S)
+    talk = next(s for s in json.loads(js.stdout)["stages"] if s["stage"] == "fd_mcgen_cry_fhc_all")
+    assert (talk["input_files"], talk["jobs"], talk["files_without_located_output"]) == (30_000, 44_248, 310)
     n = int(re.search(r"([\d,]+) events", res.stderr).group(1).replace(",", ""))
     assert 350_000 <= n <= 362_000, res.stderr  # "about 356,000 events"
 
@@ -205,8 +211,12 @@ def test_embedded_tour(tour):
     assert len(missing) == 310 == len(set(missing))  # "the 310 files"
     for stage in ("fd_mcgen_cry_fhc_all", "fd_reco_cry_fhc_all", "fd_data_period1", "fd_keepup_raw2root", "condor"):
         assert stage in res.stdout, stage
-    assert "fifebatch1#200.0: attempts" in res.stdout and "removed" in res.stdout
+    assert "fifebatch1#200.0 (sample / condor): attempts" in res.stdout and "removed" in res.stdout
     assert "files_failed" in res.stdout
+    dims = (d / "recover.dims").read_text().splitlines()  # the same 310 files as SAM dimensions strings
+    assert dims and all(line.startswith("file_name ") and len(line) <= 1024 for line in dims)
+    assert sorted(n for line in dims for n in line[len("file_name "):].split(", ")) == sorted(missing)
+    assert "as of 2017-06-20 12:00 UTC" in res.stdout  # status --at
     assert "verify ok: 5 stage(s)" in res.stderr
 
 
