@@ -14,7 +14,10 @@ from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
 from dashboards.chquery import DATASOURCE_UID, ClickHouseQueryBuilder
-from processors.numbers import NUMBERS_BY_NAME, RESTART_CAUSES, STALL_THRESHOLD_S
+from processors.numbers import FORECAST_NUMBERS, NUMBERS_BY_NAME, RESTART_CAUSES, SITE_NUMBERS, STALL_THRESHOLD_S
+
+DEFINED = {**NUMBERS_BY_NAME, **{n.name: n for n in FORECAST_NUMBERS}, **{n.name: n for n in SITE_NUMBERS}}
+"""Every glossary entry by name: the stage numbers, the forecast and the per-site numbers."""
 
 
 def variable_value(name: str) -> str:
@@ -76,11 +79,11 @@ def _prop(id_: str, value: Any) -> dm.DynamicConfigValue:
 
 
 def number_column(column: str) -> tuple[str, str]:
-    """(display name, description) of a STATUS_SQL column, from the glossary."""
+    """(display name, description) of a STATUS_SQL (or forecast, or per-site) column, from the glossary."""
     if column.startswith("restarts_") and column[len("restarts_"):] in RESTART_CAUSES:
         cause = column[len("restarts_"):]
         return f"Restarts: {cause}", NUMBERS_BY_NAME["restarts_by_cause"].definition
-    n = NUMBERS_BY_NAME[column]
+    n = DEFINED[column]
     return n.short, n.definition
 
 

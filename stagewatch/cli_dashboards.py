@@ -157,6 +157,9 @@ def report_cmd(
                                       help="Only the clock of the stall rule; the numbers count every event."),
     as_of: Optional[str] = typer.Option(None, "--as-of", metavar="TIME", help="Deprecated: an alias of --at."),
     stall_threshold_hours: float = StallOpt,
+    rate_window: float = typer.Option(6.0, "--rate-window", metavar="HOURS",
+                                      help="Located/h and ETA count the input files located in this many hours "
+                                           "before the report's moment."),
 ) -> None:
     """Write one self-contained HTML page: headline tiles (files needing recovery with the command that lists
     them, stalled stages, the biggest evicting site), the campaign overview table (definitions on hover) and
@@ -170,6 +173,8 @@ def report_cmd(
         raise UserError(f"--campaign is {len(campaign):,} characters long; no campaign name is longer than "
                         f"{MAX_NAME_CHARS:,} (the event contract's bound).")
     at_s, clock = moment(at, as_of, now)
+    if not rate_window > 0:
+        raise UserError(f"--rate-window {rate_window:g} is not a number of hours: give a positive number, e.g. 6.")
 
     if not out.parent.is_dir():
         err.print(f"[red]error:[/] cannot write {esc(out)}: the directory {esc(out.parent)} does not exist.",
@@ -182,7 +187,7 @@ def report_cmd(
         url = st.url
         with view_at(st, at_s, campaign) as view:
             page = build_report(view, campaign=campaign, as_of=clock, threshold_s=stall_threshold_hours * 3600,
-                                source_url=url, at=at_s)
+                                source_url=url, at=at_s, rate_window_h=rate_window)
     try:
         _write_atomically(out, page)
     except OSError as exc:

@@ -24,13 +24,14 @@ import time
 from typing import Any
 
 from dashboards import queries as dq
-from dashboards.build import OVERVIEW_COLUMNS, number_column
+from dashboards.build import number_column
 from dashboards.macros import TimeRange, expand
 from dashboards.states_over_time import OVER_TIME_STATES, jobs_by_state_sql
+from processors.forecast import DEFAULT_RATE_WINDOW_H
 from processors.numbers import FILE_BUCKETS, GLOSSARY_URL, NUMBERS_BY_NAME, RESTART_CAUSES, STALL_THRESHOLD_S
 from schemas.queries import where as where_sql
-from stagewatch.console import fmt_ts
-from stagewatch.reading import read_status
+from stagewatch.console import fmt_duration, fmt_ts
+from stagewatch.reading import read_sites, read_status
 from stagewatch.report_static import CSS, JS
 from stagewatch.report_tiles import render_tiles, tiles
 from stagewatch.store.base import Store
@@ -66,9 +67,11 @@ DATETIME_MAX = 2**32 - 1
 """The last second a ClickHouse DateTime holds (UInt32)."""
 
 
-def _fmt(col: str, value: Any) -> str:
+def _fmt(col: str, value: Any, as_of: float | None = None) -> str:
     if value is None:
         return "–"
+    if col == "eta":  # when, from the report's moment: "in 5 h 10 min" (the UTC time is the cell's title)
+        return "now" if as_of is None or value <= as_of else f"in {fmt_duration(value - as_of)}"
     if col == "stalled":
         return "STALLED" if value else "no"
     if col in ("completion_pct", "cpu_efficiency_pct"):
@@ -116,20 +119,17 @@ def _first_event_ts(store: Store, campaign: str, stage: str) -> float | None:
     return float(rows[0]["first_event_ts"]) if rows and rows[0]["first_event_ts"] is not None else None
 
 
-def _sites(store: Store, campaign: str | None) -> list[dict[str, Any]]:
-    return []
-
-
 def collect(store: Store, *, campaign: str | None = None, as_of: float | None = None,
             threshold_s: float = STALL_THRESHOLD_S, source_url: str | None = None,
-            at: float | None = None) -> dict[str, Any]:
+            at: float | None = None, rate_window_h: float = DEFAULT_RATE_WINDOW_H) -> dict[str, Any]:
     """Everything the page shows, as JSON-able data.
 
     `source_url` is the user's store (the commands in the tiles read it; `store` may be the ephemeral view
     of `--at`), `at` the moment of `--at`, repeated in those commands.
     """
     as_of = time.time() if as_of is None else as_of
-    status = read_status(store, campaign, as_of=as_of, threshold_s=threshold_s)
+    status = read_status(store, campaign, as_of=as_of, threshold_s=threshold_s, forecast=True,
+                         rate_window_h=rate_window_h)
     stages = []
     for s in status["stages"]:
         w = where_sql(s["campaign"], s["stage"])
@@ -147,8 +147,9 @@ def collect(store: Store, *, campaign: str | None = None, as_of: float | None = 
             "files_located": s["files_located"],
         })
     url = source_url if source_url is not None else getattr(store, "url", None)
-    return {"as_of": as_of, "at": at, "stall_threshold_s": threshold_s, "status": status["stages"], "stages": stages,
-            "tiles": tiles(status["stages"], _sites(store, campaign), as_of=as_of, store_url=url, at=at)}
+    return {"as_of": as_of, "at": at, "stall_threshold_s": threshold_s, "rate_window_h": rate_window_h,
+            "status": status["stages"], "stages": stages,
+            "tiles": tiles(status["stages"], read_sites(store, campaign), as_of=as_of, store_url=url, at=at)}
 
 
 # The overview's columns in labelled groups (a first header row names each group).
@@ -160,15 +161,15 @@ COLUMN_GROUPS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("jobs", "Jobs by state", ("jobs_idle", "jobs_running", "jobs_held", "jobs_completed_ok",
                                "jobs_completed_failed", "jobs_removed")),
     ("attempts", "Attempts", ("restarts", "cpu_efficiency_pct")),
-    ("progress", "Progress", ("stalled",)),
+    ("progress", "Progress", ("located_rate_per_h", "eta", "stalled")),
 )
+REPORT_COLUMNS = tuple(c for _, _, group in COLUMN_GROUPS for c in group)
+"""The Grafana overview's columns (OVERVIEW_COLUMNS, same order) and the forecast before the stall flag."""
 
 
 def _columns() -> list[tuple[str, str]]:
-    """(column, group key) in table order: the groups laid end to end are OVERVIEW_COLUMNS."""
-    cols = [(c, key) for key, _, group in COLUMN_GROUPS for c in group]
-    assert [c for c, _ in cols] == list(OVERVIEW_COLUMNS), "COLUMN_GROUPS must list OVERVIEW_COLUMNS in order"
-    return cols
+    """(column, group key) in table order."""
+    return [(c, key) for key, _, group in COLUMN_GROUPS for c in group]
 
 
 def _table(data: dict[str, Any]) -> str:
@@ -199,10 +200,11 @@ def _table(data: dict[str, Any]) -> str:
             elif col == "stage":
                 cells.append(f'<td class="name"><a href="#stage-{i}">{esc(str(v))}</a></td>')
             else:
-                cells.append(f'<td{first} data-number="{col}">{esc(_fmt(col, v))}</td>')
+                title = f' title="{esc(_utc(v))}"' if col == "eta" and v is not None else ""
+                cells.append(f'<td{first}{title} data-number="{col}">{esc(_fmt(col, v, data["as_of"]))}</td>')
         cls = ' class="stalled"' if s["stalled"] else ""
         rows.append(f"<tr{cls}>{''.join(cells)}</tr>")
-    empty = f'<tr><td colspan="{len(OVERVIEW_COLUMNS)}">No stages in this store.</td></tr>'
+    empty = f'<tr><td colspan="{len(REPORT_COLUMNS)}">No stages in this store.</td></tr>'
     return (f'<table class="overview"><thead><tr class="groups">{groups}</tr><tr>{"".join(head_cells)}</tr></thead>'
             f'<tbody>{"".join(rows) or empty}</tbody></table>')
 
@@ -233,7 +235,8 @@ def render(data: dict[str, Any], *, source: str = "") -> str:
 <body>
 <h1>stagewatch: campaign overview</h1>
 <p class="meta">{moment}{" · " + esc(source) if source else ""} · stalled = no progress for
-{threshold_h:g} h with work left · hover a column for its definition ({esc(GLOSSARY_URL)}).</p>
+{threshold_h:g} h with work left · located/h over the last {data["rate_window_h"]:g} h · hover a column for
+its definition ({esc(GLOSSARY_URL)}).</p>
 {render_tiles(data["tiles"])}
 <section id="overview">{_table(data)}</section>
 <section id="stages">{''.join(sections)}</section>
@@ -247,11 +250,11 @@ def render(data: dict[str, Any], *, source: str = "") -> str:
 
 def build_report(store: Store, *, campaign: str | None = None, as_of: float | None = None,
                  threshold_s: float = STALL_THRESHOLD_S, source_url: str | None = None,
-                 at: float | None = None) -> str:
+                 at: float | None = None, rate_window_h: float = DEFAULT_RATE_WINDOW_H) -> str:
     """The page for `store`; `source_url`/`at`: the user's store and `--at` moment when `store` is a view."""
     url = source_url if source_url is not None else store.url
-    return render(collect(store, campaign=campaign, as_of=as_of, threshold_s=threshold_s, source_url=url, at=at),
-                  source=url)
+    return render(collect(store, campaign=campaign, as_of=as_of, threshold_s=threshold_s, source_url=url, at=at,
+                          rate_window_h=rate_window_h), source=url)
 
 
-__all__ = ["collect", "render", "build_report", "json_for_script", "COLUMN_GROUPS", "jobs_over_time"]
+__all__ = ["collect", "render", "build_report", "json_for_script", "COLUMN_GROUPS", "REPORT_COLUMNS", "jobs_over_time"]

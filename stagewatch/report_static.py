@@ -36,7 +36,7 @@ h3 { font-size: 13px; text-transform: uppercase; letter-spacing: .04em; color: v
 .more { color: var(--muted); font-size: 12px; }
 #overview { overflow-x: auto; }  /* below ~1,250 px the table scrolls in its box, the page does not */
 table.overview { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; font-size: 13px; }
-table.overview th, table.overview td { border-bottom: 1px solid var(--line); padding: 4px 6px; text-align: right;
+table.overview th, table.overview td { border-bottom: 1px solid var(--line); padding: 4px 4px; text-align: right;
        white-space: nowrap; }
 table.overview td.name { white-space: normal; overflow-wrap: anywhere; text-align: left; min-width: 7em; }
 table.overview th { background: var(--head); position: relative; cursor: help; font-weight: 600;

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from dashboards.build import OVERVIEW_COLUMNS
-from stagewatch.reading import read_missing_files, read_status
-from stagewatch.report import COLUMN_GROUPS, build_report, collect
+from stagewatch.reading import read_status
+from stagewatch.report import COLUMN_GROUPS, REPORT_COLUMNS, build_report, collect
 from stagewatch.report_tiles import SHOWN, missing_files_command
 from tests.dashboards import scenarios
 from tests.dashboards.conftest import Loaded
@@ -36,11 +36,12 @@ MEASURE = """<script>
     if (c.scrollWidth > c.clientWidth + 1) { cut.push(c.tagName + ' ' + c.textContent.slice(0, 40)); }
   });
   var t = document.querySelector('table.overview').getBoundingClientRect();
+  var box = document.getElementById('overview');
   var tiles = document.getElementById('tiles').getBoundingClientRect();
   var charts = document.querySelectorAll('svg .tick-x').length;
   document.body.setAttribute('data-fit', JSON.stringify({
     scrollWidth: d.scrollWidth, clientWidth: d.clientWidth, tableRight: t.right, tilesTop: tiles.top,
-    tableTop: t.top, cut: cut, columns: document.querySelectorAll('table.overview thead tr:last-child th').length,
+    tableTop: t.top, cut: cut, boxScroll: box.scrollWidth, boxClient: box.clientWidth, columns: document.querySelectorAll('table.overview thead tr:last-child th').length,
     xTicks: charts}));
 })();
 </script>"""
@@ -65,7 +66,8 @@ def test_report_fits_1400px_without_cutting_a_column(chdb_loaded: Loaded, tmp_pa
     fit = measure(page, tmp_path)
     assert fit["scrollWidth"] <= fit["clientWidth"], fit
     assert fit["tableRight"] <= fit["clientWidth"] and fit["cut"] == [], fit
-    assert fit["columns"] == len(OVERVIEW_COLUMNS)
+    assert fit["boxScroll"] <= fit["boxClient"], fit  # the table does not scroll inside its box either
+    assert fit["columns"] == len(REPORT_COLUMNS)
     assert fit["tilesTop"] < fit["tableTop"]
     assert fit["xTicks"] >= 2 * len(collect(chdb_loaded.store)["stages"])  # two time charts per stage, ticked
 
@@ -105,8 +107,9 @@ def test_column_groups_are_labelled_and_cover_every_column(chdb_loaded: Loaded) 
     h = Head()
     h.feed(page)
     assert [label for _, label in h.groups] == [label for _, label, _ in COLUMN_GROUPS]
-    assert sum(n for n, _ in h.groups) == len(OVERVIEW_COLUMNS)
-    assert [c for _, _, cols in COLUMN_GROUPS for c in cols] == list(OVERVIEW_COLUMNS)
+    assert sum(n for n, _ in h.groups) == len(REPORT_COLUMNS) == len(OVERVIEW_COLUMNS) + 2
+    # the Grafana overview's columns in its order, and the forecast before the stall flag
+    assert [c for c in REPORT_COLUMNS if c not in ("located_rate_per_h", "eta")] == list(OVERVIEW_COLUMNS)
 
 
 def test_tiles_come_first_and_name_the_work(chdb_loaded: Loaded) -> None:
@@ -222,3 +225,32 @@ def test_time_charts_have_ticks_and_axis_titles(chdb_loaded: Loaded, tmp_path: P
         assert len(re.findall(r'class="tick-x">[^<]+<', svg)) >= 2, cls
         assert len(re.findall(r'class="tick-y">[^<]+<', svg)) >= 2, cls
         assert ">time (UTC)<" in svg and re.search(r'class="axis-title"[^>]*>(jobs|files / jobs)<', svg), cls
+
+
+def test_site_tile_is_the_site_with_most_evictions(loaded: Loaded) -> None:
+    """From `stagewatch sites`' numbers (read_sites) summed over the selected stages; known answers."""
+    from stagewatch.reading import read_sites
+
+    for campaign, site, evicted in ((scenarios.PROBLEM, "unknown", 8), (scenarios.HEALTHY, "OSG-UCSD", 1)):
+        tile = collect(loaded.store, campaign=campaign)["tiles"]["site"]
+        per_site: dict[str, int] = {}
+        for r in read_sites(loaded.store, campaign):
+            per_site[r["site"]] = per_site.get(r["site"], 0) + r["restarts_by_cause"]["evicted"]
+        assert tile["site"]["site"] == max(per_site, key=lambda k: (per_site[k], k == site)) == site
+        assert tile["site"]["evicted"] == per_site[site] == evicted
+    assert collect(loaded.store, campaign=scenarios.EDGE)["tiles"]["site"]["site"] is None  # no eviction at all
+
+
+def test_eta_column_is_the_forecast(chdb_loaded: Loaded) -> None:
+    as_of = time.time()
+    data = collect(chdb_loaded.store, campaign=scenarios.PROBLEM, as_of=as_of)
+    forecast = {(s["campaign"], s["stage"]): s for s in
+                read_status(chdb_loaded.store, scenarios.PROBLEM, as_of=as_of, forecast=True)["stages"]}
+    for s in data["status"]:
+        f = forecast[(s["campaign"], s["stage"])]
+        assert (s["located_rate_per_h"], s["eta"]) == (f["located_rate_per_h"], f["eta"])
+    # reco located one file 30 min ago: 1 in 6 h -> 0.17/h, 4 left -> ETA 24 h after as_of
+    reco = next(s for s in data["status"] if s["stage"] == "reco")
+    assert reco["located_rate_per_h"] == 0.17 and reco["eta"] == pytest.approx(as_of + 4 * 6 * 3600, abs=1)
+    page = build_report(chdb_loaded.store, campaign=scenarios.PROBLEM, as_of=as_of)
+    assert '>in 1 d<' in page  # reco's ETA cell, as a duration from the report's moment
