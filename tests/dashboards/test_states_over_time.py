@@ -90,3 +90,23 @@ def test_a_range_shorter_than_a_step_gives_no_rows(loaded: Loaded) -> None:
     sql = grafana_jobs_by_state_sql(build.STAGE_WHERE)
     vs = [Variable("campaign", scenarios.TIMELINE), Variable("stage", scenarios.TIMELINE_STAGE)]
     assert loaded.store.query(expand(sql, tr, vs)) == []
+
+
+@pytest.mark.parametrize("campaign,stage", [(scenarios.TIMELINE, scenarios.TIMELINE_STAGE), (scenarios.PROBLEM, "storm")])
+def test_counts_equal_stagewatch_history(loaded: Loaded, campaign: str, stage: str) -> None:
+    """The SQL series equals `stagewatch history` (stagewatch.timetravel.history) at each of its steps."""
+    from stagewatch.timetravel import history
+
+    events = _events(loaded, campaign)
+    ts = sorted(ev.ts for ev in events if ev.stage == stage)
+    since, every, until = int(ts[0]) - 3600, 1800, int(ts[-1]) + 3600
+    n = (until - since) // every + 1
+    sql_rows = {r.pop("time"): r for r in _run(loaded, jobs_by_state_sql(where(campaign, stage), str(since),
+                                                                           str(every), str(n)))}
+    hist = history(loaded.store, campaign, stage, every_s=every, since=since, until=until)
+    assert len(hist) >= n - 3  # steps before the stage's first event have no history row
+    for h in hist:
+        assert sql_rows[int(h["ts"])] == {f"jobs_{s}": h[f"jobs_{s}"] for s in OVER_TIME_STATES}, h["ts"]
+    for t, row in sql_rows.items():
+        if t < ts[0]:
+            assert set(row.values()) == {0}
