@@ -7,9 +7,13 @@ Measures, and prints (no assertions: figures depend on the machine):
 2. the same with two workers sharing the partitions;
 3. end-to-end latency at a steady publishing rate (default 1,000 events/s): from the moment an event
    is handed to the producer to the moment ClickHouse's stage row counts it (p50, p99, max);
-4. worker memory: resident set size growth per 100,000 jobs of state (the worker of run 1).
+4. worker memory: resident set size growth per 100,000 jobs of state (the worker of run 1);
+5. recovery: a worker restarted on run 1's workdir (RocksDB tables: it reopens its local state and reads
+   only the changelog tail) and one started on an empty workdir (every partition from the changelog):
+   seconds from start to "tables recovered" and changelog records read.
 
 Usage:  python bench/stream_bench.py [--preset nova-talk] [--partitions 8] [--rate 1000] [--latency-s 60]
+                                     [--table-store rocksdb|memory] [--skip one,two,latency,recovery]
 
 It starts a Kafka broker and a ClickHouse server from stagewatch.devservers in a temporary directory on
 free ports, and stops them (by pid) at the end.
@@ -67,15 +71,20 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+TABLE_STORE = ["--table-store", "rocksdb"]  # set from --table-store in main()
+
+
 class Worker:
-    def __init__(self, kafka: str, store: str, app_id: str, prefix: str, workdir: Path, *extra: str) -> None:
+    def __init__(self, kafka: str, store: str, app_id: str, prefix: str, workdir: Path, *extra: str,
+                 log_name: str = "worker.log") -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         (self.port,) = free_ports(1)
-        self.log_path = workdir / "worker.log"
+        self.log_path = workdir / log_name
         self.log = open(self.log_path, "ab")
+        self.started = time.perf_counter()
         self.proc = subprocess.Popen(
             [*CLI, "worker", "--kafka", kafka, "--store", store, "--app-id", app_id, "--topic-prefix", prefix,
-             "--workdir", str(workdir), "--metrics-port", str(self.port), *extra],
+             "--workdir", str(workdir), "--metrics-port", str(self.port), *TABLE_STORE, *extra],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
 
     def processed(self) -> float:
@@ -167,7 +176,29 @@ def throughput_run(kafka: str, store_url: str, events: list[Any], expected: dict
     assert t_first is not None and t_last is not None and t_numbers is not None, "the run did not finish"
     return {"events": total, "publish_s": pub_s, "process_s": t_last - t_first,
             "events_per_s": total / (t_last - t_first), "to_numbers_s": t_numbers - t_first,
-            "rss_end_mb": rss_end}
+            "rss_end_mb": rss_end, "prefix": topics.prefix, "app_id": f"bench-{tag}", "workdir": work / f"{tag}-w0"}
+
+
+def recovery_run(kafka: str, store_url: str, app_id: str, prefix: str, workdir: Path, log_name: str) -> dict[str, Any]:
+    """Start a worker on `workdir` and time it until its tables are recovered (its worker.recovered line)."""
+    w = Worker(kafka, store_url, app_id, prefix, workdir, log_name=log_name)
+    try:
+        deadline = time.monotonic() + 1800
+        line = ""
+        while time.monotonic() < deadline and not line:
+            if w.proc.poll() is not None:
+                raise SystemExit(f"the recovering worker exited: see {w.log_path}")
+            line = next((x for x in w.log_path.read_text(errors="replace").splitlines() if "worker.recovered " in x), "")
+            time.sleep(0.05)
+        seconds = time.perf_counter() - w.started
+        rss = rss_mb(w.proc.pid)
+    finally:
+        w.stop()
+    if not line:
+        raise SystemExit(f"the worker did not recover within 30 minutes: see {w.log_path}")
+    field = line.split("changelog_records_read=")[1].split()[0]
+    read = sum(int(part.split(":")[1]) for part in field.split(","))
+    return {"seconds": seconds, "records_read": read, "detail": field, "rss_mb": rss}
 
 
 def latency_run(kafka: str, store_url: str, events: list[Any], rate: float, seconds: float, partitions: int,
@@ -267,9 +298,12 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=8)
     ap.add_argument("--rate", type=float, default=1000.0, help="events/s for the latency run")
     ap.add_argument("--latency-s", type=float, default=60.0, help="length of the latency run")
-    ap.add_argument("--skip", default="", help="comma-separated: one,two,latency")
+    ap.add_argument("--skip", default="", help="comma-separated: one,two,latency,recovery")
+    ap.add_argument("--table-store", default="rocksdb", choices=["rocksdb", "memory"],
+                    help="the workers' table store (--table-store of `stagewatch worker`)")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    TABLE_STORE[1] = args.table_store
 
     # SIGTERM (e.g. a CI timeout) must still run the `finally` that stops the servers.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -301,7 +335,15 @@ def main() -> None:
             grow = r["rss_end_mb"] - r["rss_idle_mb"]
             print(f"memory   : worker RSS {r['rss_idle_mb']:.0f} MB idle -> {r['rss_end_mb']:.0f} MB with the state "
                   f"of {jobs:,} jobs and {files:,} files: {grow / jobs * 100_000:,.0f} MB per 100,000 jobs "
-                  f"(with their files)", flush=True)
+                  f"(with their files; table store {args.table_store})", flush=True)
+            if "recovery" not in skip:
+                local = recovery_run(kafka, store_url, r["app_id"], r["prefix"], r["workdir"], "restart.log")
+                scratch = recovery_run(kafka, store_url, r["app_id"], r["prefix"], work / "one-fresh",
+                                       "worker.log")
+                for what, rr in (("restart on its workdir", local), ("from scratch (empty workdir)", scratch)):
+                    print(f"recovery : {what}: tables recovered {rr['seconds']:.1f} s after start, "
+                          f"{rr['records_read']:,} changelog records read ({rr['detail']}), RSS {rr['rss_mb']:.0f} MB; "
+                          f"state of {jobs:,} jobs and {files:,} files", flush=True)
         if "two" not in skip:
             r = results["two"] = throughput_run(kafka, store_url, events, expected, args.partitions, 2, work, "two")
             print(f"2 workers: {r['events_per_s']:>9,.0f} events/s  ({r['events']:,} events in {r['process_s']:.1f} s; "

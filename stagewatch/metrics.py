@@ -43,6 +43,10 @@ class WorkerMetrics:
                                      "Entity contributions received by the stage step, by result "
                                      "(applied = newer version, stale = older or equal: a redelivery).",
                                      ["result"], registry=r)
+        self.recovered = Counter("stagewatch_changelog_records_recovered_total",
+                                 "Changelog records read back into a table by recovery (all of them with memory "
+                                 "tables; only the tail after the local state with RocksDB), per table.",
+                                 ["table"], registry=r)
 
     def on_sink_flush(self, table: str, rows: int, seconds: float) -> None:
         """StoreSink's on_flush hook."""

@@ -160,6 +160,10 @@ class StreamWorker:
         stage_table = table("stage", "stage|entity: the newest contribution")
         self.stage = TableState.for_table(stage_table, cfg.changelog("stage"), kind)
         self._table_of = {"jobs": self.jobs, "files": self.files, "stage": self.stage}
+        self.recovered: dict[str, int] = {name: 0 for name in self._table_of}  # changelog records read back
+        self._started_at = time.monotonic()
+        for name, ts in self._table_of.items():
+            self._count_recovery(name, ts.table)
         stage_table.on_recover(self._on_stage_recovered)
         app.on_partitions_revoked.connect(self._on_revoked)
 
@@ -469,6 +473,20 @@ class StreamWorker:
         except Exception:
             return set()
 
+    def _count_recovery(self, name: str, table: Any) -> None:
+        """Count the changelog records Faust's recovery applies to ``table`` (how much a restart read back)."""
+        apply = table.apply_changelog_batch
+        counter = self.metrics.recovered.labels(name) if hasattr(self.metrics, "recovered") else None
+
+        def counted(batch: Any) -> None:
+            n = len(batch)
+            self.recovered[name] += n
+            if counter is not None:
+                counter.inc(n)
+            apply(batch)
+
+        table.apply_changelog_batch = counted
+
     async def _on_stage_recovered(self) -> None:
         """After every recovery: rebuild the stage counters from the stage table (the durable truth)."""
         parts = self._assigned_partitions(self.cfg.contributions_topic)
@@ -476,6 +494,9 @@ class StreamWorker:
         n = self.aggregator.load(self.stage.values_in(parts))
         log.info("worker.stage_rebuilt partitions=%s entities=%d stages=%d seconds=%.3f",
                  sorted(parts), n, len(self.aggregator.stages), time.perf_counter() - t0)
+        log.info("worker.recovered table_store=%s changelog_records_read=%s seconds_since_start=%.2f",
+                 self.cfg.table_store, ",".join(f"{k}:{v}" for k, v in self.recovered.items()),
+                 time.monotonic() - self._started_at)
 
     async def _on_revoked(self, sender: Any = None, revoked: Any = None, **kwargs: Any) -> None:
         """Stop writing rows for stages this worker may no longer own; recovery rebuilds what it keeps."""

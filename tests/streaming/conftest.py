@@ -65,21 +65,23 @@ class Worker:
     (RESTART_EXIT: its table recovery stalled) is started again; `restarts` counts that.
     """
 
-    def __init__(self, pipe: "Pipeline", name: str, cwd: Path | None = None) -> None:
-        """With `cwd`, the worker runs there with the default --workdir, as a user would start it."""
+    def __init__(self, pipe: "Pipeline", name: str, cwd: Path | None = None, workdir: Path | None = None) -> None:
+        """With `cwd`, the worker runs there with the default --workdir, as a user would start it; with
+        `workdir`, in that workdir (a restart on the same machine reopens its local table state)."""
         self.pipe = pipe
         self.name = name
         self.cwd = cwd
-        self.workdir = pipe.dir / name if cwd is None else cwd / ".stagewatch-worker"
+        self.workdir = workdir or (pipe.dir / name if cwd is None else cwd / ".stagewatch-worker")
         if cwd is None:
             self.workdir.mkdir(parents=True, exist_ok=True)
-        self.log_path = self.workdir / "worker.log" if cwd is None else pipe.dir / f"{name}.log"
+        self.log_path = self.workdir / "worker.log" if cwd is None and workdir is None else pipe.dir / f"{name}.log"
         (self.metrics_port,) = free_ports(1)
         workdir = ["--workdir", str(self.workdir)] if cwd is None else []
         self.cmd = [*CLI, "worker", "--kafka", pipe.kafka, "--store", pipe.store_url, "--app-id", pipe.app_id,
                     "--topic-prefix", pipe.prefix, *workdir,
                     "--metrics-port", str(self.metrics_port), "--batch-within", "0.2", "--stage-flush", "0.3",
                     "--session-timeout", "6", "--batch-max", "2000", "--recovery-stall-timeout", "30",
+                    "--table-store", pipe.table_store,
                     *os.environ.get("STAGEWATCH_TEST_WORKER_ARGS", "").split()]
         self._log = open(self.log_path, "ab")
         self.restarts = 0
@@ -158,7 +160,8 @@ class Worker:
 class Pipeline:
     """One test's slice of Kafka and ClickHouse: prefix, app id, campaign, workers."""
 
-    def __init__(self, kafka: str, store_url: str, directory: Path, name: str, partitions: int = 4) -> None:
+    def __init__(self, kafka: str, store_url: str, directory: Path, name: str, partitions: int = 4,
+                 table_store: str = "rocksdb") -> None:
         n = next(_counter)
         tag = f"{name}{n}{os.getpid() % 10000}"
         self.kafka = kafka
@@ -170,6 +173,7 @@ class Pipeline:
         self.topics = Topics(self.prefix)
         self.workers: list[Worker] = []
         self.partitions = partitions
+        self.table_store = table_store
         create_topics(kafka, partitions, 1, topics=self.topics)
         self.producer = SafeProducer(kafka, client_id=f"test-{tag}")
         self.store = open_store(store_url)
@@ -199,8 +203,8 @@ class Pipeline:
         t.start()
         return t
 
-    def worker(self, name: str = "w1", cwd: Path | None = None) -> Worker:
-        return Worker(self, name, cwd)
+    def worker(self, name: str = "w1", cwd: Path | None = None, workdir: Path | None = None) -> Worker:
+        return Worker(self, name, cwd, workdir)
 
     def numbers(self) -> list[dict[str, Any]]:
         return read_status(self.store, campaign=self.campaign, as_of=AS_OF)["stages"]
@@ -275,8 +279,8 @@ def pipeline(request: pytest.FixtureRequest, kafka_server: Any, clickhouse_serve
     made: list[Pipeline] = []
     name = re.sub(r"[^a-z0-9]", "", request.node.name.lower().replace("test_", ""))[:10]
 
-    def make(partitions: int = 4) -> Pipeline:
-        p = Pipeline(kafka_server.kafka_bootstrap, clickhouse_server.store_url, tmp_path, name, partitions)
+    def make(partitions: int = 4, table_store: str = "rocksdb") -> Pipeline:
+        p = Pipeline(kafka_server.kafka_bootstrap, clickhouse_server.store_url, tmp_path, name, partitions, table_store)
         made.append(p)
         return p
 
