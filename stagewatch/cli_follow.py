@@ -340,7 +340,7 @@ def print_status(sam_stages: list[SamStage], tailers: list[CondorSource]) -> Non
 
 def follow(
     config: Path = typer.Option(..., "--config", help="The campaign's TOML file: SAM stages and condor logs "
-                                                       "(format in `stagewatch follow --help` and docs/sources.md)."),
+                                                       "(its format: docs/sources.md)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Append JSON lines to this file."),
     store: Optional[str] = typer.Option(None, "--store", help="Count into this store (chdb:PATH or clickhouse://...)."),
     kafka: Optional[str] = typer.Option(None, "--kafka", help="Publish to Kafka HOST:PORT (default when no "
@@ -361,10 +361,10 @@ def follow(
               f"into {esc(dest)}; Ctrl-C to stop", highlight=False)
     try:
         run_follow(sam_stages, tailers, writer, timing, stop=stop, once=once)
-    except KafkaError as exc:
-        raise _user_error(f"{exc} The checkpoints were not moved past it: restart to write from there.") from None
-    except StoreError:
-        raise
+    except (KafkaError, StoreError) as exc:  # a failed write: exit 1, no checkpoint moved past it
+        err.print(f"[red]error:[/] {esc(exc)} The checkpoints were not moved past it: restart to write from there.",
+                  highlight=False)
+        raise typer.Exit(1)
     finally:
         writer.close()
         for st in sam_stages:

@@ -286,8 +286,10 @@ def sam_poll(
             err.print(esc(sam_status_line(name, status, res)), highlight=False)
             if once or stop.wait(interval):
                 break
-    except _delivery_errors() as exc:
-        raise _user_error(f"{exc} The checkpoint was not moved: run again to write from there.") from None
+    except _delivery_errors() as exc:  # a failed write: exit 1, the checkpoint not moved
+        err.print(f"[red]error:[/] {esc(exc)} The checkpoint was not moved: run again to write from there.",
+                  highlight=False)
+        raise typer.Exit(1)
     finally:
         writer.close()
         poller.http.close()

@@ -117,3 +117,38 @@ def test_a_followed_campaign_equals_its_ground_truth(pipeline: Any, tmp_path: Pa
         assert max(requests) <= 1 + 5 * n_projects + 1 + 10  # bounded: no per-file request
         assert "other campaigns left out" in text
         assert p.campaign + "_other" not in {r["campaign"] for r in read_status(p.store, as_of=AS_OF)["stages"]}
+
+
+def test_sam_poll_into_kafka_twice_counts_once(pipeline: Any, tmp_path: Path) -> None:
+    """`sam poll --kafka` (one poll, then a second poller with its own checkpoint): the worker's numbers equal the
+    SAM scenario's, the second poller's copies counting once."""
+    from tests.ingest.samweb_standin import bucket_scenario
+
+    p = pipeline()
+    sc, expected = bucket_scenario(400, seed=8)
+    w = p.worker("w1")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STAGEWATCH_")}
+    with SamStandin(sc) as standin:
+        for ckpt in ("a.json", "b.json"):
+            r = subprocess.run(CLI + ["sam", "poll", "--url", standin.base, "--definition", "nova_def", "--project",
+                                      "nova_proj_1", "--project", "nova_proj_2_recovery", "--campaign", p.campaign,
+                                      "--stage", "fd_reco", "--output-dims", "data_tier reco", "--once",
+                                      "--checkpoint", ckpt, "--kafka", p.kafka, "--topic-prefix", p.prefix],
+                               cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+            assert r.returncode == 0, r.stderr
+    got: dict[str, Any] = {}
+
+    def converged() -> bool:
+        nonlocal got
+        try:
+            [row] = read_status(p.store, campaign=p.campaign, as_of=AS_OF)["stages"]
+        except Exception:
+            return False
+        got = {k: row[k] for k in expected}
+        return got == expected
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not converged():
+        assert w.alive(), w.log()[-3000:]
+        time.sleep(0.5)
+    assert got == expected
