@@ -221,7 +221,10 @@ def _short(exc: Exception) -> str:
 
 
 def _looks_like_error_text(resp: requests.Response) -> bool:
-    """A 2xx body that is SAM's query-limit message rather than data (file names hold no spaces)."""
+    """A 2xx plain-text body that is SAM's query-limit message rather than a file list (names hold no
+    spaces). JSON answers are data: a metadata value may well contain the words."""
+    if "json" in resp.headers.get("Content-Type", ""):
+        return False
     text = resp.text.strip()
     if "\n" not in text:
         return True

@@ -169,3 +169,11 @@ def test_connection_refused_is_unavailable():
 def test_not_an_http_url_is_a_sentence():
     with pytest.raises(SamError, match="not an http\\(s\\) URL"):
         SamHttp("samweb.fnal.gov/sam/nova/api")
+
+
+def test_query_limit_words_inside_json_data_are_data(standin, tmp_path):
+    for name, md in standin.scenario.files.items():
+        if md.get("data_tier") == "reco":
+            md["description"] = "made before we hit the query limit of the old server"
+    res = make(standin, tmp_path / "ck.json").poll()
+    assert res.by_type.get("output_declared", 0) > 0
