@@ -75,3 +75,52 @@ def stage_forecast(stage: Any, as_of: float, window_s: int) -> dict[str, Any]:
         times.append(input_located_ts(name, [files[o].events for o in stage.children.get(name, ())]))
     located = sum(1 for t in times if t is not None)
     return forecast(times, len(times) - located, as_of, window_s)
+
+
+class LocatedTimes:
+    """Every input file's declaration and located time, from a whole event list, to count a window fast.
+
+    For the events with ts <= t, a file is an input iff its first `input_declared` is <= t, and its located
+    time is the full list's when that is <= t (each is a minimum of ts over events, or a max of two such
+    minima), else it is not located yet. So one pass over all events serves every step of a history. Not
+    valid when conflicting copies of an event_id were resolved (another copy may win in a prefix): the
+    caller then computes each step from its Engine (stage_forecast).
+    """
+
+    def __init__(self, events: Iterable[Any]) -> None:
+        import bisect
+
+        self._bisect = bisect
+        declared_input: dict[str, float] = {}
+        out_declared: dict[tuple[str, str], float] = {}  # (output, parent) -> first output_declared naming it
+        out_located: dict[str, float] = {}
+        for ev in events:
+            t = ev.type
+            if t == "input_declared":
+                if ev.file not in declared_input or ev.ts < declared_input[ev.file]:
+                    declared_input[ev.file] = ev.ts
+            elif t == "output_declared":
+                for p in ev.parents or ():
+                    k = (ev.file, p)
+                    if k not in out_declared or ev.ts < out_declared[k]:
+                        out_declared[k] = ev.ts
+            elif t == "output_located":
+                if ev.file not in out_located or ev.ts < out_located[ev.file]:
+                    out_located[ev.file] = ev.ts
+        located: dict[str, float] = {}
+        for (o, p), d in out_declared.items():
+            lo = out_located.get(o)
+            if lo is None or p not in declared_input:
+                continue
+            t = max(d, lo)
+            if p not in located or t < located[p]:
+                located[p] = t
+        pairs = sorted((t, declared_input[p]) for p, t in located.items())
+        self._times = [t for t, _ in pairs]
+        self._declared = [d for _, d in pairs]
+
+    def in_window(self, as_of: float, window_s: int) -> int:
+        """Input files (declared by as_of) whose located time is in (as_of - window, as_of]."""
+        lo = self._bisect.bisect_right(self._times, as_of - window_s)
+        hi = self._bisect.bisect_right(self._times, as_of)
+        return sum(1 for d in self._declared[lo:hi] if d <= as_of)

@@ -116,7 +116,8 @@ def history(store: Store, campaign: str, stage: str, *, every_s: float, since: f
 
     Defaults: since = the stage's first event, until = its last event (a step is added there).
     """
-    from processors.forecast import DEFAULT_RATE_WINDOW_H, stage_forecast, window_seconds
+    from processors.forecast import (DEFAULT_RATE_WINDOW_H, LocatedTimes, eta, located_rate_per_h, stage_forecast,
+                                     window_seconds)
     from processors.numbers import STALL_THRESHOLD_S
 
     if not every_s > 0:
@@ -136,16 +137,23 @@ def history(store: Store, campaign: str, stage: str, *, every_s: float, since: f
     if until is None and steps[-1] < end:
         steps.append(end)  # the latest numbers are always the last step
     engine = Engine()
+    located = LocatedTimes(events)  # one pass for every step's forecast (exact unless a conflict was resolved)
+    conflicted = False
     i, out = 0, []
     for step in steps:
         while i < len(events) and events[i].ts <= step:
             engine.apply(events[i])
             i += 1
-        engine.take_conflicts()
+        conflicted = conflicted or bool(engine.take_conflicts())
         st = engine.stages.get((campaign, stage))
         if st is None:  # no event of the stage yet
             continue
         numbers = st.numbers(step, threshold_s)
-        numbers.update(stage_forecast(st, step, window_s))
+        if conflicted:
+            numbers.update(stage_forecast(st, step, window_s))
+        else:
+            n = located.in_window(step, window_s)
+            remaining = numbers["input_files"] - numbers["files_located"]
+            numbers.update(located_rate_per_h=located_rate_per_h(n, window_s), eta=eta(step, remaining, n, window_s))
         out.append({"ts": step, **numbers})
     return out
