@@ -128,15 +128,38 @@ def generate(jobs: int, files_per_job: float, seed: int, out: Path) -> int:
 # child processes: each measured step in its own process, so its peak RSS is its own
 
 
-def run_child(*args: str, timeout: float = 3600) -> dict[str, Any]:
+def run_child(*args: str, timeout: float = 7200) -> dict[str, Any]:
+    """Run one measured step in a niced child process; its progress lines are shown as they come."""
+    import threading
+
     cmd = ["nice", "-n", "10", sys.executable, str(Path(__file__).resolve()), "--child", *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    err: list[str] = []
+
+    def pump() -> None:
+        for line in proc.stderr:  # type: ignore[union-attr]
+            if line.startswith("[progress]"):
+                say("  " + line[len("[progress] "):].rstrip())
+            else:
+                err.append(line)
+
+    th = threading.Thread(target=pump, daemon=True)
+    th.start()
+    timer = threading.Timer(timeout, proc.kill)  # a step that hangs is ended by its own pid
+    timer.start()
+    try:
+        out = proc.stdout.read()  # type: ignore[union-attr]
+        proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        timer.cancel()
+    th.join(10)
     if proc.returncode != 0:
-        raise BenchFailure(f"step {args[0]} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
-    for line in proc.stderr.splitlines():
-        if line.startswith("[progress]"):
-            say("  " + line[len("[progress] "):])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        raise BenchFailure(f"step {args[0]} failed (exit {proc.returncode}):\n{''.join(err)[-4000:]}")
+    return json.loads(out.strip().splitlines()[-1])
 
 
 def _progress(msg: str) -> None:
