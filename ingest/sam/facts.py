@@ -115,8 +115,13 @@ def parse_sam_time(value: Any) -> float | None:
 
 def parent_names(md: dict[str, Any]) -> list[str]:
     """``parents`` of SAM metadata: objects with ``file_name`` (or plain names)."""
+    parents = md.get("parents") or []
+    if not isinstance(parents, list):
+        from ingest.sam.http import SamBadResponse
+
+        raise SamBadResponse(f"the parents of {md.get('file_name')!r:.200} in SAM's metadata are not a list")
     out = []
-    for p in md.get("parents") or ():
+    for p in parents:
         name = p.get("file_name") if isinstance(p, dict) else p
         if isinstance(name, str) and name:
             out.append(name)

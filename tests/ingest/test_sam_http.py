@@ -87,6 +87,10 @@ def test_query_limit_is_an_error_the_user_sees_never_retried(standin, status, js
     ("/definitions/", "<html><body>Welcome</body></html>", "text/html", "HTML"),
     ("/definitions/", "some words with spaces\n", "text/plain", "not a plain file list"),
     ("/projects/", "[1, 2]", "application/json", "not a JSON object"),
+    ("/files/metadata", '[{"file_name": "x", "parents": "a.raw"}]', "application/json", "parents of 'x'"),
+    ("/files/metadata", '[{"file_name": "x", "parents": ["fd_genie_r00010000_s00.raw.root"], "locations": "tape"}]',
+     "application/json",
+     "locations are not a list"),
     ("/files/list", "{\"a\": 1}\n", "text/plain", "not a plain file list"),
 ])
 def test_malformed_bodies_are_errors_and_emit_nothing(standin, tmp_path, prefix, body, ctype, error):
