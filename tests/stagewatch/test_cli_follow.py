@@ -129,3 +129,16 @@ def test_a_sam_error_is_counted_and_the_logs_still_followed(campaign, tmp_path):
     assert "query limit" in r.stderr and "1 errors" in r.stderr
     jobs = got("chdb:st", tmp_path, "nova_follow")
     assert {s: n["jobs"] for s, n in jobs.items()} == {s: n["jobs"] for s, n in truth(camp.truth_events).items()}
+
+
+def test_a_per_submission_log_takes_the_configs_campaign_and_its_stage(tmp_path):
+    sample = Path(__file__).resolve().parents[2] / "ingest" / "samples" / "condor_job.log"
+    (tmp_path / "c.toml").write_text(f'campaign = "nova_x"\n[[condor]]\nlogs = ["{sample}"]\nstage = "keepup"\n'
+                                     'schedd = "fifebatch1"\n')
+    r = run(["follow", "--config", "c.toml", "--once", "--out", "ev.jsonl"], tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    conv = run(["convert", "condor-log", str(sample), "--campaign", "nova_x", "--stage", "keepup", "--schedd",
+                "fifebatch1", "--out", "conv.jsonl"], tmp_path)
+    assert conv.returncode == 0, conv.stderr
+    got = sorted((tmp_path / "ev.jsonl").read_text().splitlines())
+    assert got and got == sorted((tmp_path / "conv.jsonl").read_text().splitlines())
