@@ -307,17 +307,10 @@ def _delivery_errors() -> tuple[type[BaseException], ...]:
 
 
 def _stop_on_signals() -> threading.Event:
-    import signal
+    """SIGINT/SIGTERM finish the current poll, then stop (the streaming commands' handler)."""
+    from stagewatch.cli_stream import _stop_on_signals as stop_on_signals
 
-    stop = threading.Event()
-
-    def handler(signum: int, frame: Any) -> None:
-        err.print(f"stopping ({signal.Signals(signum).name}) after the current step ...")
-        stop.set()
-
-    signal.signal(signal.SIGINT, handler)
-    signal.signal(signal.SIGTERM, handler)
-    return stop
+    return stop_on_signals()
 
 
 def register(app: typer.Typer) -> None:
