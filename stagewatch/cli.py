@@ -20,6 +20,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from rich.table import Table
 from rich.text import Text
 
+from processors.forecast import DEFAULT_RATE_WINDOW_H
 from processors.numbers import FILE_BUCKETS, GLOSSARY_URL, NUMBERS, NUMBERS_BY_NAME, STALL_THRESHOLD_S
 from stagewatch.console import cell, esc, fmt_ago, fmt_duration, fmt_number, fmt_ts
 from stagewatch.samweb_dims import DEFAULT_MAX_CHARS as DEFAULT_DIMS_CHARS
@@ -257,6 +258,8 @@ def status(
                                              "stage has no work left (exit 0) or one is stalled (exit 1)."),
     format: Fmt = typer.Option(Fmt.table, "--format", help="table, or json (every number by its glossary name)."),
     stall_threshold: float = typer.Option(STALL_THRESHOLD_S / 3600, "--stall-threshold-hours"),
+    rate_window: float = typer.Option(DEFAULT_RATE_WINDOW_H, "--rate-window", metavar="HOURS", min=0.01,
+                                      help="Hours over which located_rate_per_h (and the ETA) is measured."),
     store: Optional[str] = StoreOpt,
     as_of: Optional[str] = typer.Option(None, "--as-of", metavar="TIME", help=AS_OF_HELP),
 ) -> None:
@@ -268,7 +271,7 @@ def status(
         raise UserError("--watch and --exit-when-done follow the numbers as they change: drop --at.")
 
     def read() -> dict[str, Any]:
-        result = _read_status(store, campaign, stage, when, clock, stall_threshold * 3600)
+        result = _read_status(store, campaign, stage, when, clock, stall_threshold * 3600, rate_window)
         if not result["stages"]:
             err.print("No stages match. Replay events first (stagewatch replay FILE, or stagewatch demo).")
             raise typer.Exit(1)
@@ -292,13 +295,15 @@ def status(
 
 
 def _read_status(url: str | None, campaign: str | None, stage: str | None, at: float | None, clock: float | None,
-                 threshold_s: float) -> dict[str, Any]:
-    """`read_status` at a moment: `at` selects the events (ts <= at), `clock` is the stall clock."""
+                 threshold_s: float, rate_window_h: float = DEFAULT_RATE_WINDOW_H) -> dict[str, Any]:
+    """`read_status` at a moment: `at` selects the events (ts <= at), `clock` is the stall clock; with the
+    forecast (located_rate_per_h, eta) over `rate_window_h`."""
     from stagewatch.reading import read_status
 
     with open_read(url) as st:
         with view_at(st, at, campaign, stage) as view:
-            result = read_status(view, campaign, stage, as_of=clock, threshold_s=threshold_s)
+            result = read_status(view, campaign, stage, as_of=clock, threshold_s=threshold_s, forecast=True,
+                                 rate_window_h=rate_window_h)
         if not result["stages"]:
             require_known(st, campaign, stage)  # one cheap query, only when a filter matched nothing
     result["at"] = at
@@ -494,7 +499,7 @@ def jobs(
     """Drill down from a stage to its jobs (most restarts or badput first)."""
     from schemas.queries import JOB_STATE_FILTERS
     from stagewatch.console import resolve_choice
-    from stagewatch.reading import count_jobs, read_jobs
+    from stagewatch.reading import count_jobs, read_held_jobs, read_jobs
 
     try:
         state = resolve_choice(state, state_aliases(), "--state", shown=tuple(JOB_STATE_FILTERS)) if state else None
@@ -506,7 +511,10 @@ def jobs(
     when, _ = moment(at, as_of)
     with open_read(store) as st:
         with view_at(st, when, campaign, stage) as view:
-            rows = read_jobs(view, campaign, stage, state=state, order=order, limit=limit)
+            if state == "held":  # with their hold: reason, HTCondor code/subcode, held since (longest first)
+                rows = read_held_jobs(view, campaign, stage, limit=limit)
+            else:
+                rows = read_jobs(view, campaign, stage, state=state, order=order, limit=limit)
             total = count_jobs(view, campaign, stage, state=state) if len(rows) >= limit else len(rows)
         if not rows:
             require_known(st, campaign, stage)
@@ -515,10 +523,26 @@ def jobs(
     if format == Fmt.json:
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
         return
-    console.print(jobs_table(rows, f"{campaign} / {stage}: jobs" + (f" ({state})" if state else "")
+    table = held_table if state == "held" else jobs_table
+    console.print(table(rows, f"{campaign} / {stage}: jobs" + (f" ({state})" if state else "")
                              + (f", {len(rows):,} of {total:,}" if total > len(rows) else "")
                              + (f" at {fmt_ts(when)} UTC" if when is not None else ""),
                              now=when if when is not None else time.time()))
+
+
+def held_table(rows: list[dict[str, Any]], title: str, now: float) -> Table:
+    """Held jobs: why (reason, HTCondor HoldReasonCode/SubCode) and since when (and how long), longest first."""
+    t = Table(title=Text(title))
+    for c in ("job_id", "hold reason", "code/subcode", "held since", "held for", "site", "submission", "attempts",
+              "restarts"):
+        t.add_column(c, justify="right" if c in ("attempts", "restarts", "held for") else "left", overflow="fold")
+    for r in rows:
+        code, sub, since = r.get("hold_code"), r.get("hold_subcode"), r.get("held_ts")
+        t.add_row(cell(r["job_id"]), cell(r.get("hold_reason")),
+                  cell(None if code is None else f"{code}/{'-' if sub is None else sub}"),
+                  cell(fmt_ts(since)), cell(None if since is None else fmt_duration(now - float(since))),
+                  cell(r.get("site")), cell(r.get("submission")), cell(r.get("attempts")), cell(r.get("restarts")))
+    return t
 
 
 def jobs_table(rows: list[dict[str, Any]], title: str, now: float) -> Table:

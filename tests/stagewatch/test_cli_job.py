@@ -26,7 +26,8 @@ def store(tmp_path) -> str:
             job("s#1.0", "submitted", T0), job("s#1.0", "started", T0 + 60, site="FNAL", cores=1),
             job("s#1.0", "terminated", T0 + 60 + 7980, exit_code=0, wall_s=7980.0, cpu_user_s=10.0, cpu_sys_s=1.0),
             job("s#2.0", "submitted", T0, stage="a"), job("s#2.0", "submitted", T0, stage="b"),
-            job("s#3.0", "submitted", T0), job("s#3.0", "started", T0 + 5), job("s#3.0", "held", T0 + 50),
+            job("s#4.0", "submitted", T0),
+            job("s#3.0", "submitted", T0), job("s#3.0", "started", T0 + 5), job("s#3.0", "held", T0 + 50, reason="over [memory]", hold_code=34, hold_subcode=0),
             file("in.root", "input_declared", T0), file("in.root", "delivered", T0 + 61, job_id="s#1.0"),
             file("in.root", "failed", T0 + 90, job_id="s#1.0"),
         ])
@@ -58,11 +59,20 @@ def test_an_unknown_id_is_exit_2(capsys, store):
         assert find_job(st, "it's") == []
 
 
-def test_missing_values_print_as_dash(capsys, store):
+def test_held_jobs_show_their_hold(capsys, store):
     code, out, err = run_cli(capsys, "jobs", "--campaign", "camp", "--stage", "stage1", "--store", store,
-                             "--state", "hold")
+                             "--state", "hold", "--at", str(T0 + 50 + 7980))
     assert code == 0, err
     line = next(ln for ln in out.splitlines() if "s#3.0" in ln)
+    assert "over [memory]" in line and "34/0" in line and "2 h 13 min" in line  # reason, code/subcode, held for
+    assert "│ - " in line  # no site: missing values print as '-'
+
+
+def test_missing_values_print_as_dash(capsys, store):
+    code, out, err = run_cli(capsys, "jobs", "--campaign", "camp", "--stage", "stage1", "--store", store,
+                             "--state", "idle")
+    assert code == 0, err
+    line = next(ln for ln in out.splitlines() if "s#4.0" in ln)
     assert "│ - " in line or " - │" in line  # exit code, signal, cpu efficiency, site are missing
     assert cell("").plain == "-" and cell(None).plain == "-" and cell(0).plain == "0"
 

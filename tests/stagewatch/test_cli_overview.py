@@ -241,3 +241,18 @@ def test_compact_cells_are_plain_numbers():
     assert by[("files_located", "input_files", "completion_pct")].text(s, T0) == (
         f"{s['files_located']:,}/{s['input_files']:,} {s['completion_pct']:.1f}%")
     assert re.fullmatch(r"[\d,]+/[\d,]+/[\d,]+", by[("jobs_running", "jobs_idle", "jobs_held")].text(s, T0))
+
+
+def test_eta_and_rate_are_shown_when_the_result_has_them():
+    result = big_result([("c", "s"), ("c", "t")])
+    result["stages"][0].update(located_rate_per_h=12.5, eta=T0 + 3 * 3600 + 60)
+    result["stages"][1].update(located_rate_per_h=0.0, eta=None)
+    lines, view = rendered(result, 220)
+    assert "ETA" in [c.header for c in view.shown]
+    assert any("in 3 h" in ln for ln in lines)
+    lines, view = rendered(result, 80, wide=True)
+    keys = {k for c in view.shown for k in c.keys}
+    assert {"located_rate_per_h", "eta"} <= keys
+    assert any("12.5" in ln and "2017-06-20 15:01" in ln for ln in lines)
+    without = big_result([("c", "s")])
+    assert "ETA" not in [c.header for c in overview(without, 220).shown]  # no forecast in the result, no column
