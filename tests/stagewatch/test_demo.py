@@ -4,7 +4,7 @@ import json
 
 from typer.testing import CliRunner
 
-from ingest.simulator import PRESETS, expected_outcomes
+from ingest.simulator import PRESETS, expected_outcomes, simulate_many
 from stagewatch.cli import app
 
 
@@ -28,3 +28,27 @@ def test_demo_prints_overview_and_leaves_a_queryable_store(tmp_path):
 def test_unknown_preset_is_a_clear_error(tmp_path):
     r = CliRunner().invoke(app, ["demo", "--store", f"chdb:{tmp_path / 'x'}", "--preset", "nope"])
     assert r.exit_code != 0
+
+
+def test_demo_shows_a_progress_bar_with_counts_and_rate_on_a_terminal(tmp_path, monkeypatch):
+    """Not a bare spinner: the events simulated and replayed so far, of how many, and how fast."""
+    import io
+    import re
+
+    from rich.console import Console
+
+    import stagewatch.cli as cli
+
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "err", Console(file=buf, force_terminal=True, width=160, color_system=None))
+    r = CliRunner().invoke(app, ["demo", "--store", f"chdb:{tmp_path / 'demo'}", "--preset", "tiny"])
+    assert r.exit_code == 0, r.output
+    shown = buf.getvalue()
+    total = sum(1 for _ in simulate_many(PRESETS["tiny"](), 1))
+    assert re.search(rf"100%\s+{total:,}/{total:,} events\s+[\d,]+/s", shown), shown[-500:]
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    r = CliRunner().invoke(app, ["demo", "--store", f"chdb:{tmp_path / 'demo'}", "--preset", "tiny"])
+    assert r.exit_code == 0
+    assert "━" not in r.stderr and "%" not in r.stderr.replace("99.0%", "")
