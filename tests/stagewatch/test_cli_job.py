@@ -119,3 +119,15 @@ def test_state_and_sort_aliases(capsys, store):
                                           (3 * 86400 + 4 * 3600 + 59, "3 d 4 h"), (-90, "-1 min 30 s")])
 def test_durations_are_human(seconds, text):
     assert fmt_duration(seconds) == text
+
+
+@pytest.mark.servers
+def test_find_job_on_the_server(clickhouse_server):
+    with open_store(clickhouse_server.store_url) as srv:
+        for t in ("raw_events", "job_state", "job_attempts", "file_state", "stage_numbers", "dead_letter"):
+            srv.command(f"TRUNCATE TABLE IF EXISTS {t}")
+        replay_events(srv, [job("s#2.0", "submitted", T0, stage="a"), job("s#2.0", "submitted", T0, stage="b"),
+                            job("it's\\#1", "submitted", T0, stage="a")])
+        assert find_job(srv, "s#2.0") == [("camp", "a"), ("camp", "b")]
+        assert find_job(srv, "it's\\#1") == [("camp", "a")]
+        assert find_job(srv, "nope") == []

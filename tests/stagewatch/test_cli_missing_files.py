@@ -142,3 +142,13 @@ def test_last_submissions_on_the_server(clickhouse_server, tmp_path):
 
         replay_events(srv, [event_from_raw_row(r) for r in rows])
         assert read_last_submissions(srv, "camp", "stage1") == {"a": "1", "b": "2", "c": "1", "e": "3"}
+
+
+def test_a_hostile_submission_name_stays_on_its_header_line(capsys, tmp_path):
+    url = f"chdb:{tmp_path / 'store'}"
+    with open_store(url) as st:
+        replay_events(st, [file("x.root", "input_declared", T0),
+                           file("x.root", "delivered", T0 + 1, submission="evil\nfile_name all", job_id="j")])
+    code, out, err = run_cli(capsys, "missing-files", *SEL, "--store", url, "--by", "submission", "--format", "samweb")
+    assert code == 0, err
+    assert out.splitlines() == ["# submission evil\\nfile_name all: 1 file(s)", "file_name x.root"]
