@@ -148,3 +148,17 @@ def test_routing_options_are_usage_errors_before_anything_is_read(tmp_path, caps
     assert code == 2, err
     assert said in flat(err) and "Traceback" not in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("args,said", [
+    (["--campaign", "c", "--campaign-attr", "A", "--stage", "s"], "--campaign and --campaign-attr"),
+    (["--campaign-attr", "A", "--stage-attr", "B", "--default-campaign", "x" * 1025],
+     "--default-campaign must be 1 to 1,024 characters"),
+])
+def test_tail_checks_the_routing_options_before_it_needs_kafka(tmp_path, capsys, monkeypatch, args, said):
+    from tests.stagewatch.test_cli_escaping import flat, run_cli
+
+    monkeypatch.delenv("STAGEWATCH_KAFKA", raising=False)
+    code, _, err = run_cli(capsys, "tail", "condor-log", str(tmp_path / "EventLog"), *args)
+    assert code == 2 and said in flat(err), err
+    assert not list(tmp_path.iterdir())  # no checkpoint, nothing created

@@ -302,3 +302,29 @@ def test_tail_of_a_schedd_wide_log_through_rotation_and_kill9_while_events_are_h
     assert set(got) == {e.event_id for e in expected}, "events lost or invented across kill -9 and rotation"
     assert all(got[e.event_id] == encode_event(e) for e in expected)
     assert {decode_event(v).stage for v in got.values()} == {"mcgen", "reco"}
+
+
+def test_tail_whose_log_was_replaced_says_what_was_lost_and_what_to_do(pipeline: Any, tmp_path: Path) -> None:
+    """A checkpoint whose file is gone (deleted, replaced by another log, no rotated copy) is an error that
+    says so; a rotation is not (the message no longer tells the user to start over after one)."""
+    p = pipeline()
+    log, ckpt, out = tmp_path / "job.log", tmp_path / "job.ckpt", tmp_path / "tail.out"
+    log.write_text("".join(job_events(700, i, i) for i in range(5)))
+    t = start_tail(p, log, ckpt, out)
+    try:
+        wait_until(lambda: committed_offset(ckpt) == log.stat().st_size, 30, "the tail to read the log")
+        os.kill(t.pid, signal.SIGTERM)
+        assert t.wait(30) == 0
+        log.unlink()  # replaced by another, shorter log: nothing holds the first one's unread end
+        log.write_text(job_events(800, 0, 0))
+        t = start_tail(p, log, ckpt, out)
+        assert t.wait(30) == 2
+    finally:
+        if t.poll() is None:
+            t.kill()
+    text = " ".join(out.read_text().split())
+    assert f"stopped following {log} at byte" in text and "published 15 events" in text
+    assert "0 unparseable stretches skipped" in text and "0 refused by the contract" in text
+    assert f"is neither {log} nor a rotated copy of it" in text and "Start with a new --checkpoint" in text
+    assert "Rotations to .old, .1, ... are followed without help" in text
+    assert "if the log was rotated" not in text
