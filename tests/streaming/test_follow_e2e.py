@@ -5,8 +5,8 @@ The campaign is the simulator's (two stages, 3,000 input files, their jobs with 
 recoveries): SAM's snapshot of it (definitions, one project per submission, children with their parents
 and locations) is served by the SAMWeb stand-in, and its jobs are written as two schedd-wide event logs
 (028 events after each event, rotated once). `stagewatch follow` reads both, with another campaign's jobs
-mixed into the logs; the numbers in ClickHouse equal the simulator's ground truth. Then the follower is
-killed (-9) and restarted: nothing changes.
+mixed into the logs, is killed (-9) mid-way and restarted; the numbers in ClickHouse equal the simulator's
+ground truth. Then it is killed and restarted again: nothing changes.
 """
 
 from __future__ import annotations
@@ -75,9 +75,15 @@ def test_a_followed_campaign_equals_its_ground_truth(pipeline: Any, tmp_path: Pa
         config = follow_config(tmp_path / "campaign.toml", p.campaign, standin.base, camp, logs, interval=2.0,
                                sam_interval=2.0, output_dims="data_tier artroot")
         p.worker("w1")
-        f1 = start_follow(config, p, tmp_path)
-        f2 = None
+        f0 = start_follow(config, p, tmp_path)
+        f1 = f2 = None
         try:
+            # kill -9 mid-way (SAM polled, the logs being read), then restart: nothing lost, nothing twice
+            wait_until(lambda: standin.count("/files/metadata") >= 1, 60, "the first SAM poll")
+            time.sleep(1.0)
+            os.kill(f0.pid, signal.SIGKILL)
+            f0.wait(10)
+            f1 = start_follow(config, p, tmp_path)
             got: dict[str, Any] = {}
 
             def converged() -> bool:
@@ -105,7 +111,7 @@ def test_a_followed_campaign_equals_its_ground_truth(pipeline: Any, tmp_path: Pa
             os.kill(f2.pid, signal.SIGTERM)
             assert f2.wait(60) == 0
         finally:
-            for proc in (f1, f2):
+            for proc in (f0, f1, f2):
                 if proc is not None and proc.poll() is None:
                     proc.kill()
                     proc.wait(10)
