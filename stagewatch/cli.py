@@ -647,7 +647,10 @@ def verify(
     with open_read(store) as st:
         # before the recount: `verify --stage nope` must not say ok; a stage with raw events only is known
         require_known(st, campaign, stage, ("stage_numbers", "raw_events"))
-        report = run_verify(st, campaign, stage)
+        from stagewatch.views.progress import CountingStore, ticking
+
+        with ticking(err, "verifying: recounting from raw events", "queries") as tick:
+            report = run_verify(CountingStore(st, tick), campaign, stage)  # type: ignore[arg-type]
     for line in report.differences:
         console.print(line, highlight=False, markup=False)
     checked = (f"{report.stages_checked} stage(s), {report.jobs_checked:,} job(s) and "

@@ -52,3 +52,22 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path, capsys):
     r = CliRunner().invoke(app, ["demo", "--store", f"chdb:{tmp_path / 'demo'}", "--preset", "tiny"])
     assert r.exit_code == 0
     assert "━" not in r.stderr and "%" not in r.stderr.replace("99.0%", "")
+
+
+def test_verify_shows_its_progress_on_a_terminal_and_still_verifies(tmp_path, monkeypatch):
+    import io
+    import re
+
+    from rich.console import Console
+
+    import stagewatch.cli as cli
+
+    url = f"chdb:{tmp_path / 'demo'}"
+    assert CliRunner().invoke(app, ["demo", "--store", url, "--preset", "tiny"]).exit_code == 0
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "err", Console(file=buf, force_terminal=True, width=160, color_system=None))
+    r = CliRunner().invoke(app, ["verify", "--store", url])
+    assert r.exit_code == 0, r.output
+    shown = buf.getvalue()
+    assert re.search(r"100%\s+(\d+)/\1 queries\s+[\d,]+/s", shown), shown[-500:]
+    assert "verify ok" in shown
