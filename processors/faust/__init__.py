@@ -6,6 +6,7 @@ One module per idea:
 * ``config``       - WorkerConfig, the ports the CLI edge hands in (sink, store check, metrics), exit codes;
 * ``tables``       - table state on RocksDB (default) or in memory, written after the changelog is durable;
 * ``batch_reader`` - batches read from an agent's channel in bulk, with Faust's tracking rules;
+* ``recovery_report`` - what the recovery watchdog sees of Faust's recovery, and its stall report;
 * ``fetch_loop``   - the replacement of faust-streaming's consumer fetch loop and the upstream race it
   closes (drop it when faust-streaming fixes that race).
 

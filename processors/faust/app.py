@@ -58,8 +58,9 @@ from processors.faust import config as _config
 from processors.faust.batch_reader import BatchReader, raw_topic_class
 from processors.faust.config import STOPPED_EXIT, Sink, WorkerConfig, WorkerError, WorkerPorts, fatal
 from processors.faust.fetch_loop import install_fast_consumer
+from processors.faust.recovery_report import recovery_probe, report_stall_and_exit
 from processors.faust.tables import ROCKSDB_OPTIONS, TableState
-from processors.recovery_watchdog import RESTART_EXIT, RecoveryProbe, RecoveryWatchdog
+from processors.recovery_watchdog import RecoveryProbe, RecoveryWatchdog
 from processors.rows import dead_letter_row, raw_event_row
 from processors.stream import (
     Link, StageAggregator, StepResult, apply_file_inputs, apply_job_events, decode_contribution_batch,
@@ -558,54 +559,13 @@ class StreamWorker:
         finally:
             watchdog.stop()
 
-    # -- recovery watchdog (processors/recovery_watchdog.py says why) ------------------------------
+    # -- recovery watchdog (processors/recovery_watchdog.py says why; the report: recovery_report.py) --
     def _recovery_probe(self) -> RecoveryProbe:
-        rec = self.app.tables.recovery
-        if not rec.in_recovery:
-            return RecoveryProbe(False, None)
-        offsets = tuple(sorted((tp.topic, tp.partition, o) for tp, o in dict(rec.active_offsets).items()))
-        return RecoveryProbe(True, (rec._recovery_started_at, offsets))
+        return recovery_probe(self.app)
 
     def _on_recovery_stalled(self, stalled_for: float) -> None:
         """Log what the recovery and the consumer look like, then exit for the supervisor to restart us."""
-        try:
-            rec = self.app.tables.recovery
-            consumer = self.app.consumer
-            read_offset = dict(getattr(consumer, "_read_offset", {}))
-            assignment = None
-            try:
-                aio = consumer._thread._ensure_consumer()
-                assignment = aio._subscription.subscription.assignment
-            except Exception:
-                pass
-            fetcher = self.app._fetcher
-            for tp, hw in sorted(dict(rec.active_highwaters).items()):
-                off = rec.active_offsets.get(tp)
-                if hw is None or (off is not None and off >= hw):
-                    continue
-                state = None
-                if assignment is not None:
-                    try:
-                        from aiokafka import TopicPartition
-
-                        state = assignment.state_value(TopicPartition(tp.topic, tp.partition))
-                    except Exception:
-                        state = None
-                log.error("worker.recovery_stalled_partition topic=%s partition=%d applied_offset=%s highwater=%s "
-                          "read_offset=%s fetch_position=%s fetch_status=%s fetch_highwater=%s last_fetch_ms=%s "
-                          "paused=%s", tp.topic, tp.partition, off, hw, read_offset.get(tp),
-                          getattr(state, "_position", None), getattr(state, "_status", None),
-                          getattr(state, "highwater", None), getattr(state, "timestamp", None),
-                          getattr(state, "paused", None))
-            log.error("worker.recovery_stalled seconds=%.0f fetcher_started=%s fetcher_stopped=%s flow_active=%s "
-                      "app_rebalancing=%s", stalled_for, fetcher._started.is_set(), fetcher._stopped.is_set(),
-                      self.app.flow_control.is_active(), self.app.rebalancing)
-        except Exception as exc:
-            log.error("worker.recovery_stalled seconds=%.0f diagnostics_failed=%r", stalled_for, exc)
-        log.critical("worker.restart reason=recovery_stalled seconds=%.0f action=exit code=%d (nothing is lost: "
-                     "unfinished batches are not committed; the supervisor starts the worker again)",
-                     stalled_for, RESTART_EXIT)
-        exit_now(RESTART_EXIT)
+        report_stall_and_exit(self.app, stalled_for)
 
 
 def run_worker(cfg: WorkerConfig, ports: WorkerPorts | None = None) -> None:
