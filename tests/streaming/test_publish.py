@@ -309,3 +309,30 @@ def test_broker_refusal_on_a_real_topic_is_a_dead_letter(kafka_server: Any, tmp_
     (dl,) = read_topic(kafka_server.kafka_bootstrap, topics.dead_letter, 1)
     assert headers_dict(dl.headers())["position"] == "2" and dl.value() == big
     assert sorted(m.value() for m in read_topic(kafka_server.kafka_bootstrap, topics.job_events, 2)) == sorted(good[:2])
+
+
+class _Delivered:
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self._t, self._p, self._o = topic, partition, offset
+
+    def topic(self) -> str:
+        return self._t
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+
+def test_safe_producer_reports_the_highest_acknowledged_offset_of_tracked_topics() -> None:
+    """The worker records a table's changelog position next to its RocksDB state from these offsets (a
+    restart then reads only the changelog after them): only acknowledged records, only tracked topics."""
+    prod = RecordingProducer()
+    prod.track_offsets({"app-jobs-changelog"})
+    for topic, part, off in [("app-jobs-changelog", 1, 7), ("app-jobs-changelog", 1, 5), ("app-jobs-changelog", 0, 3),
+                             ("app-contributions", 1, 99)]:
+        prod._on_delivery(None, _Delivered(topic, part, off))
+    prod._on_delivery(_Err("_MSG_TIMED_OUT"), _Delivered("app-jobs-changelog", 2, 50))  # not acknowledged
+    assert prod.take_offsets() == {("app-jobs-changelog", 1): 7, ("app-jobs-changelog", 0): 3}
+    assert prod.take_offsets() == {}   # taken: the next batch starts afresh
