@@ -10,7 +10,9 @@ log format HTCondor itself writes is understood exactly as HTCondor understands 
 * :mod:`~ingest.condor.convert`: one-shot conversion of one log or a rotation's files;
 * :mod:`~ingest.condor.follower`: :class:`LogFollower`, a resumable follower through rotations (its
   docstring shows the ``poll()`` / ``take_dead_letters()`` / ``commit()`` loop);
-* :mod:`~ingest.condor.checkpoint`, :mod:`~ingest.condor.files`: the follower's checkpoint and open files.
+* :mod:`~ingest.condor.checkpoint`, :mod:`~ingest.condor.files`: the follower's checkpoint and open files;
+* :mod:`~ingest.condor.tailing`: the poll / publish / flush / commit loop, for any publisher;
+* :mod:`~ingest.condor.writer`: records back to HTCondor's text format (test logs, the benchmark's log).
 """
 
 from ingest.condor.checkpoint import CHECKPOINT_FORMAT, CheckpointMismatch
