@@ -27,7 +27,9 @@ from grafana_foundation_sdk.models.text import TextMode
 
 from dashboards import queries as dq
 from dashboards.chquery import datasource_ref
-from dashboards.operator_panels import jobs_by_state_panel, overview_stats, with_thresholds
+from dashboards.operator_panels import (forecast_stat, forecast_table, held_jobs_panel, hold_reasons_panel,
+                                        jobs_by_state_panel, overview_stats, site_restarts_panel, sites_panel,
+                                        with_thresholds)
 from dashboards.parts import (JOB_ID, OVERVIEW_WHERE, STAGE_WHERE, BuildOptions, _number_overrides, _prop,
                               _query, _table, number_column, variable_contains, variable_value)
 from processors.numbers import FILE_BUCKETS, GLOSSARY_URL, JOB_STATES, NUMBERS_BY_NAME, RESTART_CAUSES
@@ -141,7 +143,9 @@ def overview(opts: BuildOptions = BuildOptions()) -> dm.Dashboard:
     d = (_base(UID_OVERVIEW, "stagewatch / Campaign overview",
                "The 30,000 ft view: every stage in files and in jobs.")
          .with_variable(_ch_variable("campaign", "Campaign", CAMPAIGN_VARIABLE_SQL, multi=True, opts=opts))
-         .with_panel(overview_stats(3, opts)).with_panel(t).with_panel(help_text))
+         .with_panel(overview_stats(3, opts)).with_panel(t).with_panel(forecast_table(4, opts))
+         .with_panel(hold_reasons_panel(5, opts, overview=True).span(24)).with_panel(sites_panel(6, opts, overview=True))
+         .with_panel(help_text))
     return d.build()
 
 
@@ -263,8 +267,11 @@ def stage(opts: BuildOptions = BuildOptions()) -> dm.Dashboard:
     d = (_base(UID_STAGE, "stagewatch / Stage", "One stage of a campaign: files, jobs, restarts, progress.")
          .with_variable(_ch_variable("campaign", "Campaign", CAMPAIGN_VARIABLE_SQL, multi=False, opts=opts))
          .with_variable(_ch_variable("stage", "Stage", STAGE_VARIABLE_SQL, multi=False, opts=opts))
-         .with_panel(headline).with_panel(buckets).with_panel(states).with_panel(causes)
+         .with_panel(headline).with_panel(forecast_stat(13, opts))
+         .with_panel(buckets).with_panel(states).with_panel(causes)
          .with_panel(progress).with_panel(restarts).with_panel(jobs_by_state_panel(12, opts))
+         .with_panel(hold_reasons_panel(14, opts, overview=False)).with_panel(held_jobs_panel(15, opts, _job_link()))
+         .with_panel(sites_panel(16, opts, overview=False)).with_panel(site_restarts_panel(17, opts))
          .with_panel(cpu_hist).with_panel(exits)
          .with_panel(missing).with_panel(top_restarts).with_panel(top_badput))
     return d.build()

@@ -14,6 +14,7 @@ from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
 from dashboards.chquery import DATASOURCE_UID, ClickHouseQueryBuilder
+from processors.forecast import DEFAULT_RATE_WINDOW_H
 from processors.numbers import FORECAST_NUMBERS, NUMBERS_BY_NAME, RESTART_CAUSES, SITE_NUMBERS, STALL_THRESHOLD_S
 
 DEFINED = {**NUMBERS_BY_NAME, **{n.name: n for n in FORECAST_NUMBERS}, **{n.name: n for n in SITE_NUMBERS}}
@@ -57,6 +58,7 @@ class BuildOptions:
 
     datasource_uid: str = DATASOURCE_UID
     stall_threshold_s: float = STALL_THRESHOLD_S
+    rate_window_h: float = DEFAULT_RATE_WINDOW_H  # the forecast's window (located/h, ETA)
 
 
 # --------------------------------------------------------------------------------------------------

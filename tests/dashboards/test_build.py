@@ -14,10 +14,12 @@ from typer.testing import CliRunner
 from dashboards import alerts, build, provisioning
 from dashboards.chquery import ClickHouseQuery, Format
 from grafana_foundation_sdk.models import dashboard as dm
-from processors.numbers import NUMBERS, NUMBERS_BY_NAME
+from processors.numbers import FORECAST_NUMBERS, NUMBERS, NUMBERS_BY_NAME, SITE_NUMBERS
 from stagewatch.cli import app
 
-DEFINITIONS = {n.definition for n in NUMBERS}
+DEFINITIONS = {n.definition for n in (*NUMBERS, *SITE_NUMBERS, *FORECAST_NUMBERS)}
+"""A column may carry a stage number's definition or, in the sites and forecast panels, the per-site or
+forecast number's (the glossary defines both)."""
 
 
 def test_dashboards_load_back_through_the_sdk_models() -> None:
@@ -58,7 +60,7 @@ def _overrides(panel: dict) -> dict[str, dict[str, object]]:
 
 def test_overview_columns_carry_the_glossary_and_link_to_the_stage_view() -> None:
     data = build.to_json(build.overview())
-    (table,) = [p for p in data["panels"] if p["type"] == "table"]
+    (table,) = [p for p in data["panels"] if p["type"] == "table" and p["title"] == "Stages"]
     ov = _overrides(table)
     organize = table["transformations"][0]["options"]
     order = sorted(organize["indexByName"], key=organize["indexByName"].get)

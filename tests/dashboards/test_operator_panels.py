@@ -14,6 +14,7 @@ from dashboards.macros import ALL, TimeRange, Variable, expand
 from dashboards.operator_panels import (OVERVIEW_STATS, THRESHOLDS, color_for, overview_stats_sql,
                                         thresholds_config)
 from dashboards.states_over_time import grafana_jobs_by_state_sql
+from processors.numbers import RESTART_CAUSES
 from stagewatch.reading import read_status
 from tests.dashboards import scenarios
 from tests.dashboards.conftest import Loaded
@@ -95,3 +96,111 @@ def test_jobs_by_state_panel_ends_at_the_status_numbers(loaded: Loaded, stage: s
     last = rows[-1]
     assert {c: int(last[c]) for c in ("jobs_idle", "jobs_running", "jobs_held")} == {
         c: st[c] for c in ("jobs_idle", "jobs_running", "jobs_held")}
+
+
+# --- holds, sites, forecast: INSIGHT's SQL, so the panels equal `stagewatch holds`, `jobs --state held`,
+# `sites` and the status forecast
+
+def _sql(uid: str, title: str) -> str:
+    return _panel(uid, title)["targets"][0]["rawSql"]
+
+
+def _tr(loaded: Loaded) -> TimeRange:
+    return TimeRange(loaded.scenario.now - 7 * 86400, loaded.scenario.now + 60, interval_s=300)
+
+
+def _stage_vars(campaign: str, stage: str) -> list[Variable]:
+    return [Variable("campaign", campaign), Variable("stage", stage), Variable("job_id", "")]
+
+
+def _ms(v: Any) -> float | None:
+    return None if v is None else float(v) / 1000
+
+
+def test_hold_panels_equal_stagewatch_holds(loaded: Loaded) -> None:
+    from stagewatch.reading import read_held_jobs, read_holds
+
+    vs = _stage_vars(scenarios.PROBLEM, "stuck")
+    rows = loaded.store.query(expand(_sql(build.UID_STAGE, "Hold reasons"), _tr(loaded), vs))
+    cli = read_holds(loaded.store, scenarios.PROBLEM, "stuck")
+    assert [(r["hold_reason"], r["hold_code"], r["hold_subcode"], int(r["jobs_held"]), _ms(r["held_since"]))
+            for r in rows] == [(h["hold_reason"], h["hold_code"], h["hold_subcode"], h["jobs_held"],
+                                h["held_since_ts"]) for h in cli]
+    assert [(r["hold_reason"], int(r["jobs_held"])) for r in rows] == [("memory", 1)]  # the scenario's answer
+    held = loaded.store.query(expand(_sql(build.UID_STAGE, "Held jobs"), _tr(loaded), vs))
+    assert [(r["job_id"], _ms(r["held_since"])) for r in held] == [
+        (r["job_id"], float(r["held_ts"])) for r in read_held_jobs(loaded.store, scenarios.PROBLEM, "stuck", limit=200)]
+    assert [r["job_id"] for r in held] == ["stuck-4"]
+    campaigns = [r["campaign"] for r in loaded.store.query(build.CAMPAIGN_VARIABLE_SQL)]
+    every = loaded.store.query(expand(_sql(build.UID_OVERVIEW, "Hold reasons"), _tr(loaded),
+                                      [Variable("campaign", ALL, options=campaigns)]))
+    assert [(r["campaign"], r["stage"], r["hold_reason"], int(r["jobs_held"])) for r in every] == [
+        (h["campaign"], h["stage"], h["hold_reason"], h["jobs_held"]) for h in read_holds(loaded.store)]
+
+
+def _site_rows(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(r["site"], int(r["attempts"]), int(r["restarts"]), *(int(r[f"restarts_{c}"]) for c in RESTART_CAUSES),
+             float(r["badput_core_hours"]), None if r["cpu_efficiency_pct"] is None else float(r["cpu_efficiency_pct"]),
+             int(r["jobs_held"])) for r in rows]
+
+
+def _cli_sites(sites: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [(s["site"], s["attempts"], s["restarts"], *(s["restarts_by_cause"][c] for c in RESTART_CAUSES),
+             s["badput_core_hours"], s["cpu_efficiency_pct"], s["jobs_held"]) for s in sites]
+
+
+@pytest.mark.parametrize("stage", ["reco", "storm", "stuck"])
+def test_site_panels_equal_stagewatch_sites(loaded: Loaded, stage: str) -> None:
+    from stagewatch.reading import read_sites
+
+    vs = _stage_vars(scenarios.PROBLEM, stage)
+    rows = loaded.store.query(expand(_sql(build.UID_STAGE, "Sites"), _tr(loaded), vs))
+    cli = read_sites(loaded.store, scenarios.PROBLEM, stage)
+    assert _site_rows(rows) == _cli_sites(cli) and rows
+    (st,) = read_status(loaded.store, scenarios.PROBLEM, stage, as_of=time.time())["stages"]
+    bars = loaded.store.query(expand(_sql(build.UID_STAGE, "Restarts by cause per site"), _tr(loaded), vs))
+    for c in RESTART_CAUSES:  # the sites add up to the stage
+        assert sum(int(r[f"restarts_{c}"]) for r in bars) == st["restarts_by_cause"][c], c
+
+
+def test_overview_sites_equal_stagewatch_sites_for_the_selection(loaded: Loaded) -> None:
+    from stagewatch.reading import read_sites
+
+    rows = loaded.store.query(expand(_sql(build.UID_OVERVIEW, "Sites"), _tr(loaded),
+                                     [Variable("campaign", [scenarios.PROBLEM, scenarios.HEALTHY])]))
+    cli = [s for s in read_sites(loaded.store) if s["campaign"] in (scenarios.PROBLEM, scenarios.HEALTHY)]
+    assert [(r["campaign"], r["stage"]) for r in rows] == [(s["campaign"], s["stage"]) for s in cli]
+    assert _site_rows(rows) == _cli_sites(cli)
+
+
+def test_forecast_panels_equal_the_status_forecast(loaded: Loaded) -> None:
+    from stagewatch.reading import read_forecast
+
+    campaigns = [r["campaign"] for r in loaded.store.query(build.CAMPAIGN_VARIABLE_SQL)]
+    before = time.time()
+    rows = loaded.store.query(expand(_sql(build.UID_OVERVIEW, "Forecast"), _tr(loaded),
+                                     [Variable("campaign", ALL, options=campaigns)]))
+    cli = read_forecast(loaded.store, as_of=before)
+    status = {(s["campaign"], s["stage"]): s for s in read_status(loaded.store, as_of=before)["stages"]}
+    assert {(r["campaign"], r["stage"]) for r in rows} == set(cli) == set(status)
+    for r in rows:
+        key = (r["campaign"], r["stage"])
+        assert float(r["located_rate_per_h"]) == cli[key]["located_rate_per_h"], key
+        assert int(r["files_without_located_output"]) == status[key]["files_without_located_output"]
+        eta = _ms(r["eta"])
+        assert (eta is None) == (cli[key]["eta"] is None), key
+        if eta is not None:  # the panel's now() is a moment after `before`
+            assert abs(eta - cli[key]["eta"]) < 30, key
+    reco = next(r for r in rows if (r["campaign"], r["stage"]) == (scenarios.PROBLEM, "reco"))
+    assert float(reco["located_rate_per_h"]) == 0.17  # one file located 30 min ago, 6 h window
+    (stage_row,) = loaded.store.query(expand(_sql(build.UID_STAGE, "Forecast"), _tr(loaded),
+                                             _stage_vars(scenarios.PROBLEM, "reco")))
+    assert float(stage_row["located_rate_per_h"]) == 0.17 and stage_row["eta"] is not None
+
+
+def test_forecast_window_is_a_build_option() -> None:
+    from dashboards.operator_panels import forecast_sql
+
+    assert "21600" in forecast_sql(build.STAGE_WHERE, build.BuildOptions())
+    assert "3600" in forecast_sql(build.STAGE_WHERE, build.BuildOptions(rate_window_h=1)) and "21600" not in \
+        forecast_sql(build.STAGE_WHERE, build.BuildOptions(rate_window_h=1))
