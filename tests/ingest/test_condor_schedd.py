@@ -290,3 +290,15 @@ def test_follower_dead_letters_past_the_age_bound_come_out_of_poll(tmp_path):
                                  routing=Routing(attrs=ATTRS, max_hold_s=600))
     assert [d.reason.split(" carrying")[0] for d in dead] == ["no JobAdInformation (028) event of job 40.0"]
     assert {e.job_id for e in published} == {"s1#10.0", "s1#41.0"}
+
+
+def test_attribute_values_that_break_the_contract_are_dead_letters_and_numbers_are_names(tmp_path):
+    log = write(tmp_path, [submitted("50.0", T("10:00:00")), ad("50.0", T("10:00:00"), 0, **poms("c" * 2000, "s")),
+                           submitted("51.0", T("10:00:01")),
+                           _hdr(28, "51.0", T("10:00:01")) + "Job ad information event triggered.\nProc = 0\n"
+                           "POMS4_CAMPAIGN_NAME = 2024\nPOMS4_CAMPAIGN_STAGE_NAME = \"s[/x]\"\nCluster = 51\n"
+                           "EventTypeNumber = 28\n...\n"])
+    evs, stats, dead = run([log])
+    assert [(e.job_id, e.campaign, e.stage) for e in evs] == [("s1#51.0", "2024", "s[/x]")]
+    assert len(dead) == 1 and "the job's campaign attribute (POMS4_CAMPAIGN_NAME) is 2,000 characters" in dead[0].reason
+    assert stats.dead_letters == 1
