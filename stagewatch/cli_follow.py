@@ -226,13 +226,17 @@ def build_sources(cfg: dict[str, Any], config_path: Path) -> tuple[str, list[Sam
         if not logs or not all(isinstance(p, str) and p for p in logs):
             raise _user_error(f"{w}: `logs` must be a non-empty list of file names (rotations first).")
         condor.append((w, c))
-    ckdir.mkdir(parents=True, exist_ok=True)
     sam_stages = [SamStage(name, make_poller(
         p["url"], p["definition"], campaign, name, p["projects"], p["output_dims"],
         ckdir / f"sam-{_safe(name)}.json", cert=sam.get("cert"), key=sam.get("key"), token_file=sam.get("token_file"),
         timeout_s=float(sam.get("timeout", 30.0)), retries=int(sam.get("retries", 3)),
         workers=int(sam.get("workers", 4)))) for name, p in plans]
     tailers = [_condor_source(w, c, i, campaign, ckdir, config_path) for i, (w, c) in enumerate(condor)]
+    try:  # only now that the config is known to be good
+        ckdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _user_error(f"Cannot create the checkpoint directory {ckdir} ({exc.strerror or exc}); set "
+                          "checkpoint_dir to a directory you can write.") from None
     return campaign, sam_stages, tailers, {"interval": interval, "sam_interval": sam_interval, "poll_s": poll_s}
 
 

@@ -44,12 +44,18 @@ class FileWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.dead_letters = 0
-        try:
-            self.fh = open(path, "ab+")
-            self._cut_torn_tail()
-        except OSError as exc:
-            raise _user_error(f"Cannot write {path}: {exc.strerror or exc}; pass --out with a path you can "
-                              "write.") from None
+        self._fh: Any = None  # opened at the first write: a run that fails before it leaves no file
+
+    @property
+    def fh(self) -> Any:
+        if self._fh is None:
+            try:
+                self._fh = open(self.path, "ab+")
+                self._cut_torn_tail()
+            except OSError as exc:
+                raise _user_error(f"Cannot write {self.path}: {exc.strerror or exc}; pass --out with a path you "
+                                  "can write.") from None
+        return self._fh
 
     def _cut_torn_tail(self) -> None:
         fh = self.fh
@@ -82,7 +88,8 @@ class FileWriter:
         os.fsync(self.fh.fileno())
 
     def close(self) -> None:
-        self.fh.close()
+        if self._fh is not None:
+            self._fh.close()
 
 
 class StoreWriter:

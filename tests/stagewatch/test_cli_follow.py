@@ -119,6 +119,7 @@ def test_config_errors_are_sentences(tmp_path, text, message):
     r = run(["follow", "--config", str(cfg), "--once", "--out", "x.jsonl"], tmp_path, timeout=60)
     assert r.returncode == 2, r.stderr
     assert message in r.stderr and "Traceback" not in r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["c.toml"] if text is not None else [])  # nothing made
 
 
 def test_a_sam_error_is_counted_and_the_logs_still_followed(campaign, tmp_path):

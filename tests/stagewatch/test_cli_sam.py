@@ -97,6 +97,7 @@ def test_errors_are_sentences(standin, tmp_path):
              "--once", "--out", "x.jsonl"], tmp_path)
     assert r.returncode == 1
     assert "error:" in r.stderr and "[bold]nope" in r.stderr and "not found" in r.stderr
+    assert not (tmp_path / "x.jsonl").exists() and not list(tmp_path.iterdir())  # a failed run makes nothing
     standin.scenario.query_limit = 10
     r = run(poll_args(standin.base, "--once", "--out", "x.jsonl", "--checkpoint", "q.json"), tmp_path)
     assert r.returncode == 1 and "query limit" in r.stderr and "Traceback" not in r.stderr
