@@ -101,6 +101,21 @@ def routing_from_options(
     return routing
 
 
+def check_distinct(paths: list[Path]) -> None:
+    """The files of one log may each be given once: the same file twice would give its events twice under
+    new ids (ordinals continue), so it is a usage error naming it."""
+    seen: dict[tuple[int, int], Path] = {}
+    for p in paths:
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        ident = (st.st_dev, st.st_ino)
+        if ident in seen:
+            raise _user_error(f"{p} is the same file as {seen[ident]}; give each file of the log once, oldest first.")
+        seen[ident] = p
+
+
 def dead_letter_line(dl: Any) -> bytes:
     """A dead letter of the converter as one JSON line (not an event: `replay` keeps it as a dead letter)."""
     from schemas.events import raw_to_text
@@ -144,6 +159,7 @@ def convert_condor_log(
     for p in paths:
         if not p.is_file():
             raise _user_error(f"No HTCondor log at {p}; check the path.")
+    check_distinct(paths)
     dl_path = dead_letters or (out.with_name(out.name + ".dead-letters.jsonl") if out is not None else None)
     if dl_path is not None and any(dl_path.resolve() == p.resolve() for p in [*paths, *([out] if out else [])]):
         raise _user_error(f"--dead-letters {dl_path} is one of the input or output files; pass another path.")

@@ -210,6 +210,7 @@ def tail_condor_log(
     for p in paths[:-1]:
         if not p.is_file():
             raise _user_error(f"No HTCondor log at {p}; check the path (only the last file may not exist yet).")
+    cli_condor.check_distinct(paths)
     kafka = _need_kafka(kafka)
     existing = _check_kafka(kafka)
     topics = Topics(topic_prefix)

@@ -139,6 +139,7 @@ def test_jobs_without_a_028_become_dead_letters_in_a_file_next_to_out(tmp_path, 
     (["--campaign-attr", "A", "--stage-attr", "B", "--attr", "colour=X"], "'colour' is not one of"),
     (["--campaign", "c", "--stage", "s", "--schedd", "s" * 1010], "--schedd must be 1 to 1,002 characters"),
     (["--campaign", "c", "--stage", "s", "--default-stage", "d"], "--default-stage only applies with --stage-attr"),
+    (["--campaign", "c", "--stage", "s", str(LOG)], f"{LOG} is the same file as {LOG}; give each file of the log once"),
 ])
 def test_routing_options_are_usage_errors_before_anything_is_read(tmp_path, capsys, args, said):
     from tests.stagewatch.test_cli_escaping import flat, run_cli
