@@ -107,7 +107,9 @@ def build_cmd(
     for p in paths:
         sys.stdout.write(f"{p}\n")
     err.print(f"wrote {len(paths)} files into {esc(out)}. Point Grafana's provisioning directory at "
-              f"{esc(out)}/provisioning and set STAGEWATCH_CH_RO_PASSWORD in Grafana's environment.", highlight=False)
+              f"{esc(out)}/provisioning and set STAGEWATCH_CH_RO_PASSWORD in Grafana's environment; or import "
+              f"{esc(out)}/import/*.json through Grafana's UI (Dashboards > New > Import), choosing the ClickHouse "
+              "data source.", highlight=False)
 
 
 @dashboards_app.command("publish")

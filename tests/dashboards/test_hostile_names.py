@@ -11,6 +11,7 @@ embedded JSON so the HTML parser cannot end or re-open the data block early.
 from __future__ import annotations
 
 import json
+import re
 import time
 from html.parser import HTMLParser
 from pathlib import Path
@@ -212,3 +213,25 @@ def test_report_with_hostile_names_renders_in_chromium(chdb_loaded: Loaded, tmp_
     parsed.feed(dom.stdout)
     assert len(parsed.scripts) == 2
     assert f"{scenarios.HOSTILE} / {scenarios.HOSTILE_STAGE}" in parsed.h2
+
+
+def test_report_tiles_keep_hostile_names_verbatim() -> None:
+    """Site, campaign and stage names in the tiles are HTML text, never markup; the commands stay exact."""
+    import html as html_mod
+    import shlex
+
+    from stagewatch.report_tiles import render_tiles, tiles
+
+    site = "<b>site</b> & 'x' $__toTime </div>"
+    stage = {"campaign": scenarios.HOSTILE, "stage": scenarios.HOSTILE_STAGE, "files_without_located_output": 3,
+             "stalled": True, "last_progress_ts": 100.0}
+    row = {"campaign": scenarios.HOSTILE, "stage": scenarios.HOSTILE_STAGE, "site": site, "restarts": 2,
+           "restarts_by_cause": {"evicted": 2}, "badput_core_hours": 1.5}
+    page = render_tiles(tiles([stage], [row], as_of=7300.0, store_url="chdb:/s", at=None))
+    assert "<b>site</b>" not in page and "</div> &" not in page
+    assert f'<div class="big">{html_mod.escape(site)}</div>' in page
+    (cmd,) = re.findall(r'<code class="cmd">(.*?)</code>', page, re.S)
+    assert shlex.split(html_mod.unescape(cmd))[3:6] == [scenarios.HOSTILE, "--stage", scenarios.HOSTILE_STAGE]
+    parsed = _Page()
+    parsed.feed(page)
+    assert parsed.scripts == []
