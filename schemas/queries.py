@@ -203,7 +203,10 @@ FROM (
             toUInt64(badput_core_ms) AS n_badput_core_ms, toUInt64(cpu_terminations) AS n_cpu_terminations,
             toUInt64(cpu_ms) AS n_cpu_ms, toUInt64(core_wall_ms) AS n_core_wall_ms, toUInt64(0) AS n_jobs_held
         FROM job_attempts FINAL
-        WHERE {{where}}
+        ALL INNER JOIN (
+            SELECT campaign, stage, job_id, attempts AS job_attempts_now FROM job_state FINAL WHERE {{where}}
+        ) AS js USING (campaign, stage, job_id)
+        WHERE {{where}} AND attempt <= job_attempts_now
         UNION ALL
         SELECT campaign, stage, if(site = '', 'unknown', site) AS site, toUInt64(0) AS n_attempts,
             toUInt64(0) AS n_restarts,
@@ -234,7 +237,10 @@ ORDER BY badput_core_ms DESC, restarts DESC, campaign, stage, site
 """Per execution site of each stage (processors.numbers.SITE_NUMBERS): an attempt's site is its `started`
 event's (`unknown` when absent); restarts and badput belong to the attempt they interrupted, CPU to the
 attempt a `terminated` ended (`unknown` before any start); held jobs to their latest attempt's site.
-Sorted by badput, most first. The sums over a stage's sites are the stage's numbers."""
+Sorted by badput, most first. The sums over a stage's sites are the stage's numbers: attempt rows beyond
+the job's current attempts (left by a conflicting copy that won after its loser was written) are not counted.
+ALL INNER JOIN, not ANY: the right side has one row per job, and modern ClickHouse's ANY INNER JOIN keeps
+one left row per key (18.16's kept every one)."""
 
 HOLDS_SQL = """
 SELECT campaign, stage, hold_reason, hold_code, hold_subcode, count() AS jobs_held, min(held_ts) AS held_since_ts

@@ -117,3 +117,25 @@ def test_a_missing_store_is_an_error_and_nothing_is_created(tmp_path, capsys):
     code, _, err = run_cli(capsys, "sites", "--store", f"chdb:{path}")
     assert code == 1 and "No store at" in flat(err)
     assert not os.path.exists(path)
+
+
+def test_attempt_rows_beyond_the_jobs_attempts_are_not_counted(tmp_path, capsys):
+    """A winning conflicting copy can leave an attempt row beyond the job's attempts (rows are never
+    deleted); the sites must still sum to the stage, whatever the order the copies came in."""
+    from processors.rows import job_attempt_rows
+    from processors.stage import StageState
+
+    url = f"chdb:{tmp_path / 'store'}"
+    evs = [job("j", "started", 10.0, site="A"), job("j", "evicted", 20.0), job("j", "started", 30.0, site="B")]
+    with open_store(url) as st:
+        replay_events(st, evs)
+        stage = StageState("camp", "stage1")
+        for e in evs + [job("j", "evicted", 40.0), job("j", "started", 50.0, site="STALE")]:
+            stage.apply(e)
+        stage.settle()
+        stale = [r for r in job_attempt_rows(stage, stage.jobs["j"].view) if r["attempt"] == 3]
+        stale[0]["version"] = 1  # an old row, as a loser's would be
+        st.insert("job_attempts", stale)
+    code, out, err = run_cli(capsys, "sites", "--store", url, "--format", "json")
+    assert code == 0, err
+    assert [(r["site"], r["attempts"], r["restarts"]) for r in json.loads(out)["sites"]] == [("A", 1, 1), ("B", 1, 0)]
