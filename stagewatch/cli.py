@@ -607,7 +607,7 @@ def job(
         sys.stdout.write(json.dumps({"campaign": campaign, "stage": stage, "job_id": job_id, **data}, indent=2,
                                     default=str) + "\n")
         return
-    t = Table(title=Text(f"{job_id} ({campaign} / {stage}): attempts"))
+    t = Table(title=Text(f"{job_id}: attempts ({campaign} / {stage})"))
     for c in ("attempt", "started", "ended", "ended_by", "wall", "cores", "exit_code", "signal", "site", "host"):
         t.add_column(c, justify="right" if c in ("attempt", "wall", "cores", "exit_code", "signal") else "left",
                      overflow="fold")

@@ -211,7 +211,7 @@ def test_embedded_tour(tour):
     assert len(missing) == 310 == len(set(missing))  # "the 310 files"
     for stage in ("fd_mcgen_cry_fhc_all", "fd_reco_cry_fhc_all", "fd_data_period1", "fd_keepup_raw2root", "condor"):
         assert stage in res.stdout, stage
-    assert "fifebatch1#200.0 (sample / condor): attempts" in res.stdout and "removed" in res.stdout
+    assert "fifebatch1#200.0: attempts (sample / condor)" in res.stdout and "removed" in res.stdout
     assert "files_failed" in res.stdout
     dims = (d / "recover.dims").read_text().splitlines()  # the same 310 files as SAM dimensions strings
     assert dims and all(line.startswith("file_name ") and len(line) <= 1024 for line in dims)
