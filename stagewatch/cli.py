@@ -455,7 +455,7 @@ def files(
     when_text = f" at {fmt_ts(when)} UTC" if when is not None else ""
     t = Table(title=Text(f"{campaign} / {stage}: {len(rows):,} input files{when_text}"))
     for c in ("file", "bucket", "deliveries", "disposition", "disposition_job", "outputs", "last event"):
-        t.add_column(c, justify="right" if c == "deliveries" else "left")
+        t.add_column(c, justify="right" if c == "deliveries" else "left", overflow="fold")  # names fold, never cut
     for r in rows:
         t.add_row(cell(r["file"]), cell(r["bucket"]), cell(r["deliveries"]), cell(r["disposition"]),
                   cell(r["disposition_job"]),

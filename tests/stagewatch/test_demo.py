@@ -71,3 +71,20 @@ def test_verify_shows_its_progress_on_a_terminal_and_still_verifies(tmp_path, mo
     shown = buf.getvalue()
     assert re.search(r"100%\s+(\d+)/\1 queries\s+[\d,]+/s", shown), shown[-500:]
     assert "verify ok" in shown
+
+
+def test_simulate_to_a_file_shows_its_progress_on_a_terminal(tmp_path, monkeypatch):
+    import io
+    import re
+
+    from rich.console import Console
+
+    import stagewatch.cli as cli
+
+    buf = io.StringIO()
+    monkeypatch.setattr(cli, "err", Console(file=buf, force_terminal=True, width=160, color_system=None))
+    out = tmp_path / "tiny.jsonl"
+    r = CliRunner().invoke(app, ["simulate", "tiny", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    n = len(out.read_text().splitlines())
+    assert re.search(rf"100%\s+{n:,}/{n:,} events\s+[\d,]+/s", buf.getvalue()), buf.getvalue()[-500:]
