@@ -315,8 +315,9 @@ def test_tail_whose_log_was_replaced_says_what_was_lost_and_what_to_do(pipeline:
         wait_until(lambda: committed_offset(ckpt) == log.stat().st_size, 30, "the tail to read the log")
         os.kill(t.pid, signal.SIGTERM)
         assert t.wait(30) == 0
-        log.unlink()  # replaced by another, shorter log: nothing holds the first one's unread end
-        log.write_text(job_events(800, 0, 0))
+        other = tmp_path / "other.log"  # made while job.log exists: another inode, for sure
+        other.write_text(job_events(800, 0, 0))
+        os.replace(other, log)  # replaced by another, shorter log: nothing holds the first one's unread end
         t = start_tail(p, log, ckpt, out)
         assert t.wait(30) == 2
     finally:
