@@ -728,7 +728,7 @@ def demo(
     with open_store(url, kind="demo") as st:
         with counting(err, f"simulating {esc(preset)} into {esc(url)}", "events") as track:
             report = replay_events(st, track(latest(simulate_many(PRESETS[preset](), seed))))
-        result = read_status(st, as_of=last if math.isfinite(last) else None)
+        result = read_status(st, as_of=last if math.isfinite(last) else None, forecast=True)
     console.print(overview_table(result))
     err.print(f"{report.lines:,} events ({report.duplicates:,} duplicate deliveries) replayed in "
               f"{time.perf_counter() - t0:.1f} s into {esc(url)}; as of the last event. Next: "
