@@ -269,11 +269,18 @@ def status(
     when, clock = moment(at, as_of, now)
     if (watch is not None or exit_when_done) and when is not None:
         raise UserError("--watch and --exit-when-done follow the numbers as they change: drop --at.")
+    if watch is not None and format == Fmt.json and not exit_when_done:
+        raise UserError("--watch redraws the table in place; for a script, add --exit-when-done (the JSON is "
+                        "printed once, when it exits) or run status --format json in a loop.")
 
     def read() -> dict[str, Any]:
         result = _read_status(store, campaign, stage, when, clock, stall_threshold * 3600, rate_window)
         if not result["stages"]:
-            err.print("No stages match. Replay events first (stagewatch replay FILE, or stagewatch demo).")
+            if when is not None:
+                err.print(f"No events of the selected stages at or before {fmt_ts(when)} UTC (--at): their first "
+                          "events are later; try a later --at.", highlight=False)
+            else:
+                err.print("No stages match. Replay events first (stagewatch replay FILE, or stagewatch demo).")
             raise typer.Exit(1)
         return result
 

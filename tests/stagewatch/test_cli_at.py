@@ -90,3 +90,14 @@ def test_as_of_help_says_it_is_an_alias(capsys):
     code, out, err = run_cli(capsys, "status", "--help")
     text = flat(re.sub("[│╭╮╰╯─]", " ", out))
     assert "alias of --at" in text and "--now" in text
+
+
+def test_at_before_the_first_event_says_so(capsys, events, full_store):
+    first = min(e.ts for e in events)
+    code, out, err = run_cli(capsys, "status", "--store", full_store, "--at", str(first - 3600))
+    assert code == 1 and "No events of the selected stages at or before" in flat(err)
+
+
+def test_watch_with_json_needs_exit_when_done(capsys, full_store):
+    code, out, err = run_cli(capsys, "status", "--store", full_store, "--watch", "5", "--format", "json")
+    assert code == 2 and "--exit-when-done" in flat(err)
