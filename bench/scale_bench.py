@@ -265,7 +265,11 @@ def child_time(url: str, runs: int, skip_panels: bool) -> dict[str, Any]:
             for name, sql in panel_queries(st):
                 panels[name], rows = timed(lambda q=sql: st.query(q), runs)
                 panels[name]["rows"] = len(rows)
-    return {"timings": t, "panels": panels, "status": stages, "stage": [c, s],
+        # FINAL merges a table's parts at read time: how many a replay left explains slow drill-downs
+        parts = {r["table"]: int(r["n"]) for r in st.query(
+            "SELECT table, count() AS n FROM system.parts WHERE active AND database = currentDatabase() "
+            "GROUP BY table")}
+    return {"timings": t, "panels": panels, "status": stages, "stage": [c, s], "parts": parts,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -333,6 +337,9 @@ def print_timings(label: str, r: dict[str, Any]) -> None:
         rows = f", {t['rows']:,} rows" if "rows" in t else ""
         mark = "ok" if t["median_ms"] < goal else f"OVER the {goal:.0f} ms goal"
         print(f"    {name:<45} {t['median_ms']:8.1f} / {t['p95_ms']:8.1f} ms{rows}  [{mark}]", flush=True)
+    if r.get("parts"):
+        print("    active parts (FINAL merges them at read time): "
+              + ", ".join(f"{t} {n}" for t, n in sorted(r["parts"].items())), flush=True)
     if r["panels"]:
         worst = max(r["panels"].items(), key=lambda kv: kv[1]["median_ms"])
         over = [n for n, t in r["panels"].items() if t["median_ms"] >= GOAL_DRILL_MS]

@@ -39,6 +39,7 @@ def test_runs_end_to_end_at_tiny_scale(tmp_path: Path, capsys: pytest.CaptureFix
         assert any(k.startswith("overview panel Stages") for k in panels)
         assert any(k.startswith("stage panel Stage numbers") for k in panels)
         assert st["peak_rss_mib"] > 0
+        assert {"raw_events", "job_state", "file_state", "stage_numbers"} <= set(st["parts"])
     assert fig["stores"]["server"]["server_peak_rss_mib"] > 0
     poms = fig["poms"]
     assert poms["counts"]["jobs"] == fig["jobs"] and poms["ratio_chdb"] > 0 and poms["ratio_server"] > 0
