@@ -96,7 +96,7 @@ def register(app: typer.Typer) -> None:
         stall clock): what `status --at` gives, at regular times."""
         from stagewatch.cli import UserError, console, err, open_read, parse_time, require_known
         from stagewatch.console import fmt_ts
-        from stagewatch.timetravel import history
+        from stagewatch.timetravel import TooManySteps, history
 
         try:
             every_s = parse_every(every)
@@ -107,8 +107,11 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"--until {until} is before --since {since}: give a later --until.")
         with open_read(store) as st:
             require_known(st, campaign, stage, tables=("stage_numbers", "raw_events"))
-            steps = history(st, campaign, stage, every_s=every_s, since=since_s, until=until_s,
-                            threshold_s=stall_threshold * 3600, rate_window_h=rate_window)
+            try:
+                steps = history(st, campaign, stage, every_s=every_s, since=since_s, until=until_s,
+                                threshold_s=stall_threshold * 3600, rate_window_h=rate_window)
+            except TooManySteps as exc:
+                raise UserError(str(exc)) from None
         if format == HistoryFmt.json:
             doc = {"campaign": campaign, "stage": stage, "every_s": every_s, "stall_threshold_s": stall_threshold * 3600,
                    "rate_window_h": rate_window, "steps": steps}

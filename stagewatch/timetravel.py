@@ -104,6 +104,14 @@ def store_at(store: Store, at: float, campaign: str | None = None, stage: str | 
 
 
 # ------------------------------------------------------------------------------------------- history
+#: More steps than this is almost surely a mistaken --every (1 s over a month): refused with a sentence.
+MAX_HISTORY_STEPS = 100_000
+
+
+class TooManySteps(ValueError):
+    """A history that would have more than MAX_HISTORY_STEPS steps; the message says what to change."""
+
+
 def history(store: Store, campaign: str, stage: str, *, every_s: float, since: float | None = None,
             until: float | None = None, threshold_s: float | None = None,
             rate_window_h: float | None = None) -> list[dict[str, Any]]:
@@ -129,6 +137,10 @@ def history(store: Store, campaign: str, stage: str, *, every_s: float, since: f
         return []
     start = events[0].ts if since is None else since
     end = events[-1].ts if until is None else until
+    if end >= start and (end - start) / every_s >= MAX_HISTORY_STEPS:
+        raise TooManySteps(f"--every {every_s:g} s from {start:.0f} to {end:.0f} would be "
+                           f"{int((end - start) // every_s) + 1:,} steps (at most {MAX_HISTORY_STEPS:,}): give a longer "
+                           "--every or a shorter --since/--until range.")
     steps: list[float] = []
     t = start
     while t <= end:

@@ -114,6 +114,7 @@ def test_cli_json_csv_and_table(cli_store, capsys):
     (["--every", "0s"], "shorter than one second"),
     (["--since", "2017-07-14T03:00:00Z", "--until", "2017-07-14T02:00:00Z"], "is before --since"),
     (["--since", "yesterday"], "--since 'yesterday'"),
+    (["--every", "1s", "--since", "2017-01-01T00:00:00Z"], "steps (at most 100,000)"),
 ])
 def test_cli_usage_errors_are_sentences(cli_store, capsys, args, says):
     url, _ = cli_store
