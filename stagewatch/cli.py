@@ -21,8 +21,8 @@ from rich.table import Table
 from rich.text import Text
 
 from processors.forecast import DEFAULT_RATE_WINDOW_H
-from processors.numbers import FILE_BUCKETS, GLOSSARY_URL, NUMBERS, NUMBERS_BY_NAME, STALL_THRESHOLD_S
-from stagewatch.console import cell, esc, fmt_ago, fmt_duration, fmt_number, fmt_ts
+from processors.numbers import FILE_BUCKETS, GLOSSARY_URL, NUMBERS, STALL_THRESHOLD_S
+from stagewatch.console import cell, esc, fmt_duration, fmt_number, fmt_ts
 from stagewatch.samweb_dims import DEFAULT_MAX_CHARS as DEFAULT_DIMS_CHARS
 from stagewatch.store import DEFAULT_STORE, DEMO_STORE, Store, StoreError, open_store
 

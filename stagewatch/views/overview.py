@@ -117,15 +117,6 @@ def _width(col: Column, cells: list[str]) -> int:
     return max([len(w) for w in words] + [len(c) for c in cells])
 
 
-@dataclass
-class Overview:
-    """A rendered overview: the table, the columns shown and those left out for the width."""
-    table: Table
-    shown: list[Column]
-    hidden: list[Column]
-    width: int
-
-
 def _bar_text(text: str, stage: dict[str, Any]) -> Text:
     """The located/input cell drawn as its % bar: the located share of the cell on green."""
     t = Text(text)

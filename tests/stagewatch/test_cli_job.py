@@ -27,7 +27,8 @@ def store(tmp_path) -> str:
             job("s#1.0", "terminated", T0 + 60 + 7980, exit_code=0, wall_s=7980.0, cpu_user_s=10.0, cpu_sys_s=1.0),
             job("s#2.0", "submitted", T0, stage="a"), job("s#2.0", "submitted", T0, stage="b"),
             job("s#4.0", "submitted", T0),
-            job("s#3.0", "submitted", T0), job("s#3.0", "started", T0 + 5), job("s#3.0", "held", T0 + 50, reason="over [memory]", hold_code=34, hold_subcode=0),
+            job("s#3.0", "submitted", T0), job("s#3.0", "started", T0 + 5),
+            job("s#3.0", "held", T0 + 50, reason="over [memory]", hold_code=34, hold_subcode=0),
             file("in.root", "input_declared", T0), file("in.root", "delivered", T0 + 61, job_id="s#1.0"),
             file("in.root", "failed", T0 + 90, job_id="s#1.0"),
         ])

@@ -13,7 +13,6 @@ from rich.console import Console
 from ingest.simulator import PRESETS, simulate_many
 from processors.numbers import FILE_BUCKETS, JOB_STATES
 from stagewatch.console import fmt_ago, fmt_number
-from stagewatch.reading import read_status
 from stagewatch.replay import replay_events
 from stagewatch.store import open_store
 from stagewatch.views import watch as watching
