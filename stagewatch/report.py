@@ -98,19 +98,34 @@ CHART_POINTS = 120
 """At most this many steps in a jobs-by-state chart (the step is a whole number of hours)."""
 
 
-def jobs_over_time(store: Store, where: str, first_ts: float | None, until: float) -> dict[str, Any]:
-    """Jobs by state at hourly (or coarser) steps from the stage's first event to `until`."""
-    out: dict[str, Any] = {"states": list(OVER_TIME_STATES), "step_s": 3600, "points": []}
-    if first_ts is None or until < first_ts:
+def chart_end(first_ts: float | None, last_ts: float | None, as_of: float) -> float:
+    """Where a stage's time charts end: its last event plus a quarter of its span (at least an hour), so a
+    stage that went quiet shows a flat tail, but never after `as_of` nor beyond what a DateTime holds (a
+    2017 campaign viewed in 2026 keeps its own time scale)."""
+    if first_ts is None or last_ts is None:
+        return min(as_of, DATETIME_MAX)
+    return min(as_of, last_ts + max(0.25 * (last_ts - first_ts), 3600.0), DATETIME_MAX)
+
+
+def jobs_over_time(store: Store, where: str, first_ts: float | None, last_ts: float | None,
+                   as_of: float) -> dict[str, Any]:
+    """Jobs by state at hourly (or coarser) steps from the stage's first event to its chart_end; the last
+    step is at or after the last event (unless that is after as_of), so the chart ends at today's numbers."""
+    end = chart_end(first_ts, last_ts, as_of)
+    out: dict[str, Any] = {"states": list(OVER_TIME_STATES), "step_s": 3600, "points": [], "end": end}
+    if first_ts is None or end < first_ts:
         return out
-    until = min(until, DATETIME_MAX)
     start = int(first_ts // 3600 * 3600)
-    step = 3600 * max(1, math.ceil((until - start) / 3600 / CHART_POINTS))
-    n = int((until - start) // step) + 1
+    step = 3600 * max(1, math.ceil((end - start) / 3600 / CHART_POINTS))
+    n = int((end - start) // step) + 1
+    target = min(last_ts if last_ts is not None else end, as_of)
+    if start + (n - 1) * step < target and start + n * step <= min(as_of, DATETIME_MAX):
+        n += 1
     rows = store.query(f"SELECT toUInt32(time) AS t, * FROM ({jobs_by_state_sql(where, str(start), str(step), str(n))})"
                        " AS s ORDER BY t")
     out["step_s"] = step
     out["points"] = [[int(r["t"]), *(int(r[f"jobs_{s}"]) for s in OVER_TIME_STATES)] for r in rows]
+    out["end"] = max(end, out["points"][-1][0]) if out["points"] else end
     return out
 
 
@@ -142,7 +157,8 @@ def collect(store: Store, *, campaign: str | None = None, as_of: float | None = 
             "restarts": [{"name": c, "label": c, "value": s["restarts_by_cause"][c]} for c in RESTART_CAUSES],
             "located_per_hour": _series(store, dq.files_located_per_hour_sql(w), "files_located", tr),
             "completed_per_hour": _series(store, dq.jobs_completed_per_hour_sql(w), "jobs_completed", tr),
-            "jobs_over_time": jobs_over_time(store, w, _first_event_ts(store, s["campaign"], s["stage"]), as_of),
+            "jobs_over_time": jobs_over_time(store, w, _first_event_ts(store, s["campaign"], s["stage"]),
+                                             s["last_event_ts"], as_of),
             "jobs_completed": s["jobs_completed"],
             "files_located": s["files_located"],
         })
@@ -172,6 +188,16 @@ def _columns() -> list[tuple[str, str]]:
     return [(c, key) for key, _, group in COLUMN_GROUPS for c in group]
 
 
+def _breakable(name: str) -> str:
+    """A name as HTML text with line-break opportunities (<wbr>) after `_ - . /`, so a narrow column breaks
+    `nova_prod5_data` as `nova_prod5_` / `data` rather than anywhere (CSS still breaks anywhere if it must).
+    Escaped first; the entities html.escape writes contain none of these characters."""
+    out = html.escape(name)
+    for ch in "_-./":
+        out = out.replace(ch, ch + "<wbr>")
+    return out
+
+
 def _table(data: dict[str, Any]) -> str:
     esc = html.escape
     groups = "".join(f'<th colspan="{len(cols)}" class="g-{key}{" first" if i else ""}" scope="colgroup">'
@@ -196,9 +222,9 @@ def _table(data: dict[str, Any]) -> str:
             v = s[col]
             first = ' class="first"' if col in firsts else ""
             if col == "campaign":
-                cells.append(f'<td class="name">{esc(str(v))}</td>')
+                cells.append(f'<td class="name">{_breakable(str(v))}</td>')
             elif col == "stage":
-                cells.append(f'<td class="name"><a href="#stage-{i}">{esc(str(v))}</a></td>')
+                cells.append(f'<td class="name"><a href="#stage-{i}">{_breakable(str(v))}</a></td>')
             else:
                 title = f' title="{esc(_utc(v))}"' if col == "eta" and v is not None else ""
                 cells.append(f'<td{first}{title} data-number="{col}">{esc(_fmt(col, v, data["as_of"]))}</td>')

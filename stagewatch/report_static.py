@@ -38,7 +38,7 @@ h3 { font-size: 13px; text-transform: uppercase; letter-spacing: .04em; color: v
 table.overview { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; font-size: 13px; }
 table.overview th, table.overview td { border-bottom: 1px solid var(--line); padding: 4px 4px; text-align: right;
        white-space: nowrap; }
-table.overview td.name { white-space: normal; overflow-wrap: anywhere; text-align: left; min-width: 7em; }
+table.overview td.name { white-space: normal; overflow-wrap: anywhere; text-align: left; min-width: 8.5em; }
 table.overview th { background: var(--head); position: relative; cursor: help; font-weight: 600;
        white-space: normal; vertical-align: bottom; font-size: 12px; min-width: 3.5em; }
 table.overview tr.groups th { cursor: default; text-align: center; font-size: 12px; text-transform: uppercase;
@@ -195,7 +195,7 @@ JS = r"""
       {name: 'jobs completed', pts: cumulative(stage.completed_per_hour), color: COLORS[2], dash: '5 3', from0: true},
       {name: 'input files located', pts: cumulative(stage.located_per_hour), color: COLORS[0], from0: true}],
       {cls: 'chart-progress', title: 'progress', empty: 'no progress yet', ylabel: 'files / jobs',
-       x1: data.as_of, ymin: stage.input_files, hline: stage.input_files});
+       x1: stage.jobs_over_time.end, ymin: stage.input_files, hline: stage.input_files});
   }
   function jobsByState(stage) {
     var j = stage.jobs_over_time;
@@ -203,7 +203,8 @@ JS = r"""
       return {name: name, color: STATE_COLORS[name] || COLORS[k],
               pts: j.points.map(function (p) { return [p[0], p[k + 1]]; })};
     });
-    return timeChart(series, {cls: 'chart-states', title: 'jobs by state', empty: 'no jobs', ylabel: 'jobs'});
+    return timeChart(series, {cls: 'chart-states', title: 'jobs by state', empty: 'no jobs', ylabel: 'jobs',
+                              x1: j.end});
   }
   var drawn = 0;
   data.stages.forEach(function (stage, i) {

@@ -207,11 +207,27 @@ def test_jobs_chart_equals_the_engine_at_every_point(loaded: Loaded) -> None:
     (stage,) = data["stages"]
     events = [e for evs in loaded.scenario.events_by_source.values() for e in evs if e.campaign == scenarios.TIMELINE]
     points = stage["jobs_over_time"]["points"]
-    assert len(points) > 20 and stage["jobs_over_time"]["states"] == ["idle", "running", "held"]
+    assert len(points) > 10 and stage["jobs_over_time"]["states"] == ["idle", "running", "held"]
     for t, idle, running, held in points:
         assert {"jobs_idle": idle, "jobs_running": running, "jobs_held": held} == engine_counts(
             events, scenarios.TIMELINE, scenarios.TIMELINE_STAGE, t), t
-    assert points[-1][0] <= data["as_of"] < points[-1][0] + stage["jobs_over_time"]["step_s"]
+    last_event = max(e.ts for e in events)
+    first_event = min(e.ts for e in events)
+    # past the last event (today's numbers are the last point), up to a quarter of the span later
+    assert last_event <= points[-1][0] <= last_event + max(0.25 * (last_event - first_event), 3600)
+    assert points[-1][0] <= data["as_of"]
+
+
+def test_charts_keep_the_stage_own_time_scale() -> None:
+    """A stage that went quiet long ago is drawn up to its last event plus a quarter of its span (at least an
+    hour), not squeezed against today; never past as_of or a DateTime."""
+    from stagewatch.report import DATETIME_MAX, chart_end
+
+    day = 86400.0
+    assert chart_end(1_500_000_000, 1_500_000_000 + 8 * day, 1_800_000_000) == 1_500_000_000 + 10 * day
+    assert chart_end(1_500_000_000, 1_500_000_100, 1_800_000_000) == 1_500_000_100 + 3600
+    assert chart_end(1_500_000_000, 1_500_000_000 + 8 * day, 1_500_000_000 + 9 * day) == 1_500_000_000 + 9 * day
+    assert chart_end(None, None, 1e13) == DATETIME_MAX
 
 
 @needs_chromium
