@@ -80,3 +80,18 @@ def test_publish_error_prints_the_url_verbatim(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:1/{MARKUP}"  # nothing listens on port 1: the connection is refused
     res = CliRunner().invoke(app, ["dashboards", "publish", "--url", url], env={"GRAFANA_TOKEN": "t"})
     assert res.exit_code == 1 and f"publishing to {url} failed" in " ".join(res.output.split()), res.output
+
+
+def test_report_moment_and_window_options_are_checked_first(tmp_path: Path) -> None:
+    """--at with --now, --at with --as-of, a bad time or a non-positive --rate-window: exit 2 with a sentence,
+    before any store is opened (nothing created, no page written)."""
+    out = tmp_path / "a.html"
+    base = ["report", "--store", f"chdb:{tmp_path / 'store'}", "--out", str(out)]
+    for extra, words in ((["--at", "1e9", "--now", "1e9"], "--at TIME already sets the stall clock"),
+                         (["--at", "1e9", "--as-of", "1e9"], "--as-of is an alias of --at"),
+                         (["--at", "yesterday"], "neither Unix seconds nor an RFC 3339 time"),
+                         (["--rate-window", "0"], "--rate-window 0 is not a number of hours")):
+        res = _cli(*base, *extra)
+        assert res.returncode == 2 and words in " ".join(res.stderr.split()), (extra, res.stderr)
+        assert "Traceback" not in res.stderr
+    assert not out.exists() and not (tmp_path / "store").exists()
