@@ -149,15 +149,17 @@ def _cli_sites(sites: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
              s["badput_core_hours"], s["cpu_efficiency_pct"], s["jobs_held"]) for s in sites]
 
 
-@pytest.mark.parametrize("stage", ["reco", "storm", "stuck"])
-def test_site_panels_equal_stagewatch_sites(loaded: Loaded, stage: str) -> None:
+@pytest.mark.parametrize("campaign,stage", [(scenarios.PROBLEM, "reco"), (scenarios.PROBLEM, "storm"),
+                                            (scenarios.PROBLEM, "stuck"), (scenarios.TIMELINE, scenarios.TIMELINE_STAGE),
+                                            (scenarios.HOSTILE, scenarios.HOSTILE_STAGE)])
+def test_site_panels_equal_stagewatch_sites(loaded: Loaded, campaign: str, stage: str) -> None:
     from stagewatch.reading import read_sites
 
-    vs = _stage_vars(scenarios.PROBLEM, stage)
+    vs = _stage_vars(campaign, stage)
     rows = loaded.store.query(expand(_sql(build.UID_STAGE, "Sites"), _tr(loaded), vs))
-    cli = read_sites(loaded.store, scenarios.PROBLEM, stage)
+    cli = read_sites(loaded.store, campaign, stage)
     assert _site_rows(rows) == _cli_sites(cli) and rows
-    (st,) = read_status(loaded.store, scenarios.PROBLEM, stage, as_of=time.time())["stages"]
+    (st,) = read_status(loaded.store, campaign, stage, as_of=time.time())["stages"]
     bars = loaded.store.query(expand(_sql(build.UID_STAGE, "Restarts by cause per site"), _tr(loaded), vs))
     for c in RESTART_CAUSES:  # the sites add up to the stage
         assert sum(int(r[f"restarts_{c}"]) for r in bars) == st["restarts_by_cause"][c], c
