@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import scale_bench
+from bench import scale_bench, scale_steps
 
 
 def _pid_alive(pid: int) -> bool:
@@ -86,6 +86,6 @@ def test_a_difference_fails_loudly(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_median_and_nearest_rank_p95() -> None:
-    s = scale_bench.stats_ms([i / 1000 for i in range(20, 0, -1)])  # 1..20 ms, any order
+    s = scale_steps.stats_ms([i / 1000 for i in range(20, 0, -1)])  # 1..20 ms, any order
     assert s == {"median_ms": pytest.approx(10.5), "p95_ms": pytest.approx(19.0), "runs": 20}
-    assert scale_bench.stats_ms([0.005])["p95_ms"] == pytest.approx(5.0)
+    assert scale_steps.stats_ms([0.005])["p95_ms"] == pytest.approx(5.0)
