@@ -68,10 +68,11 @@ def site_tile(sites: list[dict[str, Any]]) -> dict[str, Any]:
     for r in sites:
         s = by.setdefault(r["site"], {"site": r["site"], "evicted": 0, "restarts": 0, "badput_core_hours": 0.0,
                                       "stages": 0})
-        s["evicted"] += int(r["restarts_by_cause"]["evicted"])
+        evicted = int(r["restarts_by_cause"]["evicted"])
+        s["evicted"] += evicted
         s["restarts"] += int(r["restarts"])
         s["badput_core_hours"] += float(r["badput_core_hours"])
-        s["stages"] += 1
+        s["stages"] += evicted > 0  # the stages where it evicted jobs
     ranked = sorted((s for s in by.values() if s["evicted"] > 0),
                     key=lambda s: (-s["evicted"], -s["badput_core_hours"], s["site"]))
     top = ranked[0] if ranked else None
@@ -105,7 +106,7 @@ def render_tiles(t: dict[str, Any]) -> str:
     else:
         site_body = (f'<div class="big">{esc(top["site"])}</div>'
                      f'<div class="what">{top["evicted"]:,} evictions ({top["restarts"]:,} restarts in all) and '
-                     f'{top["badput_core_hours"]:,.2f} badput core-hours over {top["stages"]:,} stage'
+                     f'{top["badput_core_hours"]:,.2f} badput core-hours; it evicted jobs of {top["stages"]:,} stage'
                      f'{"s" if top["stages"] != 1 else ""}; {site["sites_evicting"]:,} site'
                      f'{"s" if site["sites_evicting"] != 1 else ""} evicted jobs.</div>')
     return f"""<section class="tiles" id="tiles">

@@ -254,6 +254,8 @@ def test_site_tile_is_the_site_with_most_evictions(loaded: Loaded) -> None:
             per_site[r["site"]] = per_site.get(r["site"], 0) + r["restarts_by_cause"]["evicted"]
         assert tile["site"]["site"] == max(per_site, key=lambda k: (per_site[k], k == site)) == site
         assert tile["site"]["evicted"] == per_site[site] == evicted
+        assert tile["site"]["stages"] == sum(1 for r in read_sites(loaded.store, campaign)
+                                             if r["site"] == site and r["restarts_by_cause"]["evicted"])
     assert collect(loaded.store, campaign=scenarios.EDGE)["tiles"]["site"]["site"] is None  # no eviction at all
 
 
