@@ -126,3 +126,17 @@ def test_cli_unknown_stage(cli_store, capsys):
     url, _ = cli_store
     code, _, err = run_cli(capsys, "history", "--store", url, "--campaign", "camp", "--stage", "stage2")
     assert code == 2 and "stage1" in flat(err)
+
+
+@pytest.mark.servers
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sited_scenarios())
+def test_each_step_equals_a_replay_of_the_prefix_clickhouse(clickhouse_server, scenario):
+    events, _ = scenario
+    c = f"hs{next(_n)}"
+    events = renamed(events, c)
+    with open_store(clickhouse_server.store_url) as st:
+        replay_events(st, events)
+        steps = history(st, c, "s1", every_s=4.0, since=0.0, until=20.0, rate_window_h=WINDOW_H)
+    want = [n for n in (prefix_numbers(events, c, "s1", t) for t in range(0, 21, 4)) if n is not None]
+    assert steps == want
