@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 from processors.jobs import JobSummary
 from processors.numbers import RESTART_CAUSES, core_hours, ratio_pct
+from schemas.events import FileEvent, JobEvent
 
 if TYPE_CHECKING:
     from processors.stage import StageState
@@ -91,30 +92,31 @@ def raw_event_row(ev: Any, source: str, ingested_ts: float) -> list[Any]:
             ev.location or "", source, ingested_ts]
 
 
-_JOB_INTS = ("exit_code", "signal", "cores")
-_HOLD_INTS = ("hold_code", "hold_subcode")  # columns of schema version 3: absent from rows an older query selects
-_JOB_FLOATS = ("cpu_user_s", "cpu_sys_s", "wall_s")
-
-
-def _opt(convert: Any, value: Any) -> Any:
-    return None if value is None else convert(value)
-
-
 def event_from_raw_row(row: dict[str, Any]) -> Any:
-    """Rebuild the event of a raw_events row (the inverse of raw_event_row)."""
-    from schemas.events import FileEvent, JobEvent
+    """Rebuild the event of a raw_events row (the inverse of raw_event_row).
 
-    common = dict(event_id=row["event_id"], ts=float(row["ts"]), campaign=row["campaign"], stage=row["stage"],
-                  type=row["type"], submission=row["submission"] or None)
+    Written out field by field: it runs once per stored event whenever a stage is loaded back (replay,
+    `--at`, history), so it avoids per-call imports and intermediate dicts.
+    """
+    get = row.get
     if row["kind"] == "job":
-        return JobEvent(job_id=row["entity"], reason=row["reason"] or None, site=row["site"] or None,
-                        host=row["host"] or None, **common,
-                        **{k: _opt(int, row[k]) for k in _JOB_INTS},
-                        **{k: _opt(int, row.get(k)) for k in _HOLD_INTS},
-                        # a store may give Float64 columns back as int (0) or Decimal: the contract says float
-                        **{k: _opt(float, row[k]) for k in _JOB_FLOATS})
-    return FileEvent(file=row["entity"], job_id=row["job_id"] or None, parents=list(row["parents"]) or None,
-                     location=row["location"] or None, **common)
+        ec, sig, cores, hc, hs = row["exit_code"], row["signal"], row["cores"], get("hold_code"), get("hold_subcode")
+        cu, cs, wall = row["cpu_user_s"], row["cpu_sys_s"], row["wall_s"]
+        return JobEvent(
+            event_id=row["event_id"], ts=float(row["ts"]), campaign=row["campaign"], stage=row["stage"],
+            type=row["type"], submission=row["submission"] or None, job_id=row["entity"],
+            reason=row["reason"] or None, site=row["site"] or None, host=row["host"] or None,
+            exit_code=None if ec is None else int(ec), signal=None if sig is None else int(sig),
+            cores=None if cores is None else int(cores),
+            hold_code=None if hc is None else int(hc),  # absent from rows an older query selects
+            hold_subcode=None if hs is None else int(hs),
+            # a store may give Float64 columns back as int (0) or Decimal: the contract says float
+            cpu_user_s=None if cu is None else float(cu), cpu_sys_s=None if cs is None else float(cs),
+            wall_s=None if wall is None else float(wall))
+    return FileEvent(event_id=row["event_id"], ts=float(row["ts"]), campaign=row["campaign"], stage=row["stage"],
+                     type=row["type"], submission=row["submission"] or None, file=row["entity"],
+                     job_id=row["job_id"] or None, parents=list(row["parents"]) or None,
+                     location=row["location"] or None)
 
 
 def dead_letter_row(dl: Any, received_ts: float) -> dict[str, Any]:
