@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import uuid
 import json
 
 import pytest
@@ -22,6 +23,7 @@ from tests.stagewatch.test_cli_escaping import flat, run_cli
 from tests.stagewatch.test_timetravel import renamed, sited_scenarios
 
 _n = itertools.count()
+_RUN = f"hi{uuid.uuid4().hex[:6]}_"  # campaigns unique per module and run: the 18.16 server is shared by the session
 WINDOW_H = 0.002  # 7.2 s: the scenarios' ts are 0..20
 
 
@@ -45,7 +47,7 @@ def store(tmp_path_factory):
 @given(sited_scenarios())
 def test_each_step_equals_a_replay_of_the_prefix(store, scenario):
     events, _ = scenario
-    c = f"h{next(_n)}"
+    c = f"{_RUN}h{next(_n)}"
     events = renamed(events, c)
     replay_events(store, events)
     for stage in ("s1", "s2"):
@@ -55,7 +57,7 @@ def test_each_step_equals_a_replay_of_the_prefix(store, scenario):
 
 
 def test_steps_equal_status_at_through_the_sql(store):
-    c = f"h{next(_n)}"
+    c = f"{_RUN}h{next(_n)}"
     T = 1_500_000_000.0
     kw = dict(campaign=c)
     events = [file("in1", "input_declared", T, **kw), file("in2", "input_declared", T, **kw),
@@ -133,7 +135,7 @@ def test_cli_unknown_stage(cli_store, capsys):
 @given(sited_scenarios())
 def test_each_step_equals_a_replay_of_the_prefix_clickhouse(clickhouse_server, scenario):
     events, _ = scenario
-    c = f"hs{next(_n)}"
+    c = f"{_RUN}hs{next(_n)}"
     events = renamed(events, c)
     with open_store(clickhouse_server.store_url) as st:
         replay_events(st, events)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import uuid
 import json
 
 import pytest
@@ -15,6 +16,7 @@ from tests.builders import job
 from tests.stagewatch.test_cli_escaping import flat, run_cli
 
 _n = itertools.count()
+_RUN = f"ch{uuid.uuid4().hex[:6]}_"  # campaigns unique per module and run: the 18.16 server is shared by the session
 T = 1_500_000_000.0
 HOSTILE = "[red]disk[/] full 'x'"
 
@@ -36,7 +38,7 @@ def events(campaign: str) -> list:
 
 @pytest.fixture(params=["chdb", pytest.param("server", marks=pytest.mark.servers)], scope="module")
 def loaded(request, tmp_path_factory):
-    campaign = f"holds{next(_n)}"
+    campaign = f"{_RUN}holds{next(_n)}"
     if request.param == "chdb":
         url = f"chdb:{tmp_path_factory.mktemp('cli-holds') / 'store'}"
     else:

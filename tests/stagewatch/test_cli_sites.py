@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import itertools
+import uuid
 import json
 import os
 
@@ -20,6 +21,7 @@ from tests.stagewatch.test_sites_sql import python_sites
 from tests.stagewatch.test_timetravel import renamed
 
 _n = itertools.count()
+_RUN = f"cs{uuid.uuid4().hex[:6]}_"  # campaigns unique per module and run: the 18.16 server is shared by the session
 HOSTILE_SITE = "[red]OSG[/] 'x'"
 
 
@@ -37,7 +39,7 @@ def campaign_events(campaign: str) -> list:
 
 @pytest.fixture(params=["chdb", pytest.param("server", marks=pytest.mark.servers)], scope="module")
 def loaded(request, tmp_path_factory):
-    campaign = f"sites{next(_n)}"
+    campaign = f"{_RUN}sites{next(_n)}"
     if request.param == "chdb":
         url = f"chdb:{tmp_path_factory.mktemp('cli-sites') / 'store'}"
     else:

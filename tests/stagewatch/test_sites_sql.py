@@ -8,6 +8,7 @@ campaigns (sites, evictions, holds, late locations) and random tie-heavy scenari
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections import Counter
 
 import pytest
@@ -23,6 +24,7 @@ from stagewatch.store import open_store
 from tests.stagewatch.test_timetravel import renamed, sited_scenarios
 
 _n = itertools.count()
+_RUN = f"sq{uuid.uuid4().hex[:6]}_"  # campaigns unique per module and run: the 18.16 server is shared by the session
 
 
 @pytest.fixture(params=["chdb", pytest.param("server", marks=pytest.mark.servers)], scope="module")
@@ -70,7 +72,7 @@ def _nulls_last(v):
 
 
 def check(store, events, as_of: float, window_h: float) -> Engine:
-    c = f"c{next(_n)}"
+    c = f"{_RUN}c{next(_n)}"
     events = renamed(events, c)
     replay_events(store, events)
     engine = Engine()

@@ -9,6 +9,7 @@ job list. Random, tie-heavy, duplicated scenarios (hypothesis), on chDB and on C
 from __future__ import annotations
 
 import itertools
+import uuid
 import os
 
 import pytest
@@ -25,6 +26,7 @@ from tests.builders import file, job
 from tests.processors.test_order_independence import scenarios
 
 _n = itertools.count()
+_RUN = f"tt{uuid.uuid4().hex[:6]}_"  # campaigns unique per module and run: the 18.16 server is shared by the session
 SITES = [None, "FNAL", "OSG_US_UCSD"]
 
 
@@ -72,11 +74,11 @@ def everything(store, campaign, at):
 
 
 def check(store, events, at):
-    c = f"c{next(_n)}"
+    c = f"{_RUN}c{next(_n)}"
     replay_events(store, renamed(events, c))
     with store_at(store, at, campaign=c) as past:
         got = everything(past, c, at)
-    expected_c = f"x{next(_n)}"
+    expected_c = f"{_RUN}x{next(_n)}"
     replay_events(store, renamed([e for e in events if e.ts <= at], expected_c))
     assert everything(store, expected_c, at) == got
 
