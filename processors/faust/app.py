@@ -59,7 +59,7 @@ from processors.faust.batch_reader import BatchReader, raw_topic_class
 from processors.faust.config import STOPPED_EXIT, Sink, WorkerConfig, WorkerError, WorkerPorts, fatal
 from processors.faust.fetch_loop import install_fast_consumer
 from processors.faust.recovery_report import recovery_probe, report_stall_and_exit
-from processors.faust.tables import ROCKSDB_OPTIONS, TableState
+from processors.faust.tables import ROCKSDB_OPTIONS, TableState, table_store_missing
 from processors.recovery_watchdog import RecoveryProbe, RecoveryWatchdog
 from processors.rows import dead_letter_row, raw_event_row
 from processors.stream import (
@@ -105,6 +105,9 @@ class StreamWorker:
     def __init__(self, cfg: WorkerConfig, ports: WorkerPorts) -> None:
         import faust
 
+        missing = table_store_missing(cfg.table_store)
+        if missing:
+            raise WorkerError(missing)
         self.cfg = cfg
         self.ports = ports
         self.metrics = ports.metrics

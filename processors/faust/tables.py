@@ -38,6 +38,19 @@ ROCKSDB_OPTIONS: dict[str, Any] = {
 }
 
 
+def table_store_missing(kind: str) -> str | None:
+    """A sentence saying what to install when ``kind``'s library is missing (else None), before Faust fails
+    deep inside its start-up with ImproperlyConfigured."""
+    if kind != "rocksdb":
+        return None
+    try:
+        import rocksdict  # noqa: F401
+    except ImportError:
+        return ("RocksDB tables (the default --table-store) need the rocksdict package: `pip install rocksdict` "
+                "(it comes with `pip install stagewatch`), or run the worker with --table-store memory.")
+    return None
+
+
 class TableState:
     """One Faust table as bytes storage: reads for the steps, writes after the changelog is durable."""
 

@@ -67,3 +67,15 @@ def test_rocksdb_state_survives_the_process_and_keeps_its_changelog_offset(tmp_p
     assert again.values_in({1}) == [b"state"]
     assert again.view({"c|s|j1": 1}).get("c|s|j1") == b"state"
     assert again.table.data.persisted_offset(TP("tables-test-jobs-changelog", 1)) == 99
+
+
+def test_a_missing_rocksdict_is_a_sentence_naming_the_fix(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from processors.faust.tables import table_store_missing
+
+    assert table_store_missing("rocksdb") is None and table_store_missing("memory") is None
+    monkeypatch.setitem(sys.modules, "rocksdict", None)   # as if not installed
+    msg = table_store_missing("rocksdb")
+    assert msg is not None and "pip install rocksdict" in msg and "--table-store memory" in msg
+    assert table_store_missing("memory") is None
