@@ -174,6 +174,11 @@ class StageState:
         self._strings: dict[str, str] = {}  # one object per distinct site/host/...: a week repeats a few hundred
         self.conflicts: list[Conflict] = [] if conflicts is None else conflicts  # appended to; the Engine takes them
         self._times_stale = False  # a replaced event's ts may still be in the stage's first/last/progress ts
+        # Paging (see "Partial stages" below): whether the counters came from a stored stage row, so that
+        # some entities behind them are not in memory; and the entities changed since the last page-out.
+        self.partial = False
+        self._recent_jobs: set[str] = set()
+        self._recent_files: set[str] = set()
 
     # -- applying events -------------------------------------------------------------------------
     def apply(self, ev: Event) -> bool:
@@ -252,6 +257,7 @@ class StageState:
                 view.version = ent.own_version() if ent.hashed else len(ent.events) * VERSION_UNIT
                 self.totals.apply("job:" + job_id, view.version, view.contribution())
             self.dirty_jobs |= self._stale_jobs
+            self._recent_jobs |= self._stale_jobs
             self._stale_jobs = set()
         if self._stale_files:
             refresh: set[str] = set()
@@ -271,6 +277,7 @@ class StageState:
                             self.former_children.setdefault(parent, set()).add(name)
                             refresh.add(parent)
             self._stale_files = set()
+            self._recent_files |= refresh
             for name in refresh:
                 self._refresh_file(name)
         if self._times_stale:
@@ -278,6 +285,8 @@ class StageState:
 
     def _refold_times(self) -> None:
         """Stage time stats again from every entity (after a conflict replaced an event: rare)."""
+        if self.partial:
+            raise RuntimeError("a partial stage cannot refold its times: load every entity first (load_all)")
         t = self.totals
         t.first_event_ts = t.last_event_ts = t.last_progress_ts = None
         for ent in self.jobs.values():
@@ -328,3 +337,119 @@ class StageState:
         jobs, files = self.dirty_jobs, self.dirty_files
         self.dirty_jobs, self.dirty_files = set(), set()
         return jobs, files
+
+    # -- partial stages: counters from the store, entities loaded on demand and paged out -------------------
+    #
+    # Why: a year of events does not fit in memory, and a new event needs only its own entity. A stage
+    # can start from its stored counters (``seed``) with no entity in memory; before an event of an entity
+    # stored earlier is applied, the caller loads that entity's stored events (``load_jobs``/``load_files``),
+    # which re-derives its view and registers its contribution as already counted. After the entity's row is
+    # written, it can be paged out again (``page_out``). Each contribution is a pure function of the entity's
+    # event set, so a reloaded entity contributes exactly what the stored counters hold for it.
+    #
+    # Files are loaded and paged out by linked groups: an input file's bucket depends on every output that
+    # names it, and an output's change refreshes every parent, so the files in memory are always closed under
+    # the parent links (a file is either in memory with every file it is linked to, or paged out with them).
+
+    def seed(self, row: dict[str, Any]) -> None:
+        """Start from a stored stage row (processors.rows.stage_row's columns); no entity in memory yet."""
+        t = self.totals
+        for k in t.counters:
+            t.counters[k] = int(row.get(k) or 0)
+        t.first_event_ts, t.last_event_ts, t.last_progress_ts = (
+            row.get("first_event_ts"), row.get("last_event_ts"), row.get("last_progress_ts"))
+        self.partial = True
+
+    def _loaded_entity(self, name: str, events: list[Any], key: Any) -> _Entity:
+        ent = _Entity(name)
+        for ev in events:
+            r = ent.add(key(ev), ev)
+            if r is not True and r is not False and r.kept is ev:  # two stored copies: the same winner as ever
+                ent.hashed = True
+        return ent
+
+    def load_jobs(self, events_by_job: dict[str, list[Any]]) -> None:
+        """Bring stored jobs into memory, as already counted (neither dirty nor re-counted)."""
+        for job_id, events in events_by_job.items():
+            if job_id in self.jobs:
+                raise ValueError(f"job {job_id!r} is already in memory")
+            ent = self.jobs[job_id] = self._loaded_entity(job_id, events, jobmod.sort_key)
+            ent.view = view = jobmod.summarize_job(ent.events)
+            view.version = ent.own_version() if ent.hashed else len(ent.events) * VERSION_UNIT
+            self.totals.entities["job:" + job_id] = (view.version, view.contribution(), None)
+
+    def load_files(self, events_by_file: dict[str, list[Any]]) -> None:
+        """Bring stored files into memory, as already counted; the caller passes whole linked groups."""
+        for name, events in events_by_file.items():
+            if name in self.files:
+                raise ValueError(f"file {name!r} is already in memory")
+            ent = self.files[name] = self._loaded_entity(name, events, filemod.sort_key)
+            ent.view = filemod.file_facts(ent.events)
+        for name in events_by_file:
+            for parent in self.files[name].view.parents:
+                self.children.setdefault(parent, set()).add(name)
+        for name in events_by_file:
+            ent = self.files[name]
+            facts = ent.view
+            new: dict[str, int] = {"events": facts.events}
+            if facts.is_input:
+                new["input_files"] = 1
+                ent.bucket = filemod.input_bucket(facts, self._outputs_of(name))
+                new[ent.bucket] = 1
+            if facts.declared_output:
+                new["outputs_declared"] = 1
+            if facts.located:
+                new["outputs_located"] = 1
+            ent.version = self.file_version(name)
+            self.totals.entities["file:" + name] = (ent.version, new, None)
+
+    def linked_files(self, name: str) -> set[str]:
+        """The files in memory linked to `name` (its outputs and, for an output, its parents)."""
+        ent = self.files.get(name)
+        out = set(self.children.get(name, ()))
+        if ent is not None and ent.view is not None:
+            out |= ent.view.parents
+        return out
+
+    def page_out(self) -> tuple[list[str], dict[str, tuple[str, ...]]]:
+        """Drop from memory every entity not changed since the last page-out; returns the jobs dropped and the
+        files dropped with the files each was linked to (so a caller can find a group again without asking
+        the store).
+
+        Only after every change is written (nothing dirty or stale): a dropped entity is reloaded from its
+        stored events. Files go by linked groups: a group stays while any of its files changed.
+        """
+        if self._stale_jobs or self._stale_files or self.dirty_jobs or self.dirty_files:
+            raise RuntimeError("page_out with unwritten changes: write the dirty rows first")
+        recent_j, recent_f = self._recent_jobs, self._recent_files
+        self._recent_jobs, self._recent_files = set(), set()
+        entities = self.totals.entities
+        drop_jobs = [j for j in self.jobs if j not in recent_j]
+        for j in drop_jobs:
+            del self.jobs[j]
+            entities.pop("job:" + j, None)
+        # files linked (transitively) to a recently changed file stay; so do the groups of files that lost an
+        # output to a winning conflicting copy (former_children: their versions, which must never go down,
+        # include that output's, and only this process knows it)
+        keep: set[str] = set()
+        todo = [f for f in recent_f if f in self.files]
+        for p, outs in self.former_children.items():
+            todo.extend(f for f in (p, *outs) if f in self.files)
+        while todo:
+            f = todo.pop()
+            if f in keep:
+                continue
+            keep.add(f)
+            todo.extend(x for x in self.linked_files(f) if x not in keep and x in self.files)
+        drop_files = {f: tuple(self.linked_files(f)) for f in self.files if f not in keep}
+        for f in drop_files:
+            del self.files[f]
+            entities.pop("file:" + f, None)
+        if drop_files:
+            # an output in memory may name a parent not seen yet: its entry stays for when the parent arrives
+            self.children = {p: c for p, c in self.children.items() if p in keep or not c.isdisjoint(keep)}
+        if drop_jobs or drop_files:
+            self.partial = True
+            if len(self._strings) > 100_000:
+                self._strings = {}  # interning only saves memory of events in memory
+        return drop_jobs, drop_files

@@ -1,17 +1,22 @@
 """Embedded replay: JSON lines -> events -> engine -> store, with dead letters for bad lines.
 
-A replay adds to what the store already holds: before the first new event of a stage is applied,
-that stage's stored raw events are loaded back into the engine, so the new numbers are those of all
-events ever replayed, and re-replaying a file changes nothing (its events are duplicates).
+A replay adds to what the store already holds, at a cost that depends on the new events, not on the
+history: events are applied in batches, and before a batch is applied, the stored events of exactly
+the entities it touches (its jobs, its files and the files linked to them as parent or output) are
+loaded back, in a few queries per batch (Replayer._load_touched). A stage starts from its stored
+stage row (processors.stage.StageState.seed); after each state flush the entities that did not change
+are paged out of memory again (StageState.page_out), so memory is bounded by the active entities, not
+by the events replayed. Re-replaying a file changes nothing (its events are duplicates).
 
 Why an interrupted replay repairs itself: raw events are written before the state rows (and more
 often), so a replay killed between the two leaves events without their job/file/stage rows. The
-stage row is written last in every state flush, so when the stored stage row equals the one the
-engine derives from the stored events, every state row of the stage is current; when it does not, the
-loaded entities stay dirty and their rows are all written again (see Replayer._load_stage). One case
-keeps the event count and may keep every stage number: a conflicting copy that replaced a stored
-event. Its dead letter is written before its raw row, so the entities named by conflict dead letters
-have their rows written again on every load (conflicts are rare: a few rows).
+stage row is written last in every state flush and counts the distinct events behind it, so when its
+count equals the stored events' count, every state row of the stage is current and the stage can
+start from it; when it does not, the whole stage is loaded and every row written again (see
+Replayer._load_whole_stage). One case keeps the event count and may keep every stage number: a
+conflicting copy that replaced a stored event. Its dead letter is written before its raw row, so a
+stage named by conflict dead letters is loaded whole and the entities they name have their rows
+written again (conflicts are rare: a few stages).
 
 Every input line ends as an event or a dead letter: undecodable lines, a file that cannot be read as
 JSON lines (the good lines of the other files are kept), conflicting copies of an event, and an event
@@ -31,7 +36,7 @@ from typing import Any, Callable, Iterable
 from ingest.lines import InputError, iter_input_lines
 from processors.engine import Engine
 from processors.rows import dead_letter_row, raw_event_row, stage_row
-from schemas.events import DeadLetter, Event, InvalidEvent, decode_event, encode_event, raw_from_text
+from schemas.events import DeadLetter, Event, InvalidEvent, JobEvent, decode_event, encode_event, raw_from_text
 from schemas.queries import literal, where
 from stagewatch.sink import StoreSink
 from stagewatch.store.base import Store
@@ -61,34 +66,64 @@ class ReplayReport:
 
 
 class Replayer:
-    """Feeds events into an Engine and writes results to a store in batches."""
+    """Feeds events into an Engine in batches and writes results to a store.
 
-    def __init__(self, store: Store, *, batch_size: int = 100_000, state_every: int = 1_000_000,
-                 on_invalid: Callable[[DeadLetter], None] | None = None) -> None:
+    `batch_size` events are applied at a time (their stored entities loaded first) and their raw rows
+    written; every `state_every` events the changed job, file and stage rows are written too, and with
+    `page_out` the entities that did not change since the previous state write leave memory.
+    """
+
+    def __init__(self, store: Store, *, batch_size: int = 50_000, state_every: int = 50_000,
+                 on_invalid: Callable[[DeadLetter], None] | None = None, page_out: bool = True) -> None:
         self.store = store
         self.engine = Engine()
         self.sink = StoreSink(store)
         self.batch_size = batch_size
         self.state_every = state_every  # state rows are rewritten per flush: fewer flushes, fewer rows
+        self.page_out = page_out
         self._since_state = 0
         self.on_invalid = on_invalid
         self.report = ReplayReport()
-        self._loaded: set[tuple[str, str]] = set()
-        self._since_flush = 0
+        self._opened: set[tuple[str, str]] = set()
+        self._pending: list[tuple[Event, str, str, bytes | None]] = []
         self._now = time.time()
         # Engines that resolve conflicting copies of an event_id report them here (processors.stage.Conflict).
         self._take_conflicts: Callable[[], list[Any]] | None = getattr(self.engine, "take_conflicts", None)
         self._conflicted: dict[tuple[str, str], set[tuple[str, str]]] | None = None  # stage -> {(kind, name)}
+        self.loaded_entities = 0  # stored entities brought back into memory (figures, tests)
+        # Stages this process started empty (not from a stored row): every stored entity of them went through
+        # this process, so the names it paged out (and their file links) say what to load without asking the
+        # store which names it has. Stages seeded from a stored row ask the store (_load_touched).
+        self._paged: dict[tuple[str, str], _Paged] = {}
 
-    def _load_stage(self, key: tuple[str, str]) -> None:
-        """Bring a stage's stored events into the engine before its first new event.
+    # -- opening stages and loading entities ---------------------------------------------------------
+    def _open_stage(self, key: tuple[str, str]) -> None:
+        """Before a stage's first new event in this process: start from its stored row when that row is
+        current, else load the whole stage (repair) or, for a stage never stored, start empty."""
+        self._opened.add(key)
+        self.report.stages.add(key)
+        w = where(*key)
+        rows = self.store.query(f"SELECT * FROM stage_numbers FINAL WHERE {w}")
+        (count,) = self.store.query(f"SELECT uniqExact(kind, entity, event_id) AS n FROM raw_events WHERE {w}")
+        stored = int(count["n"])
+        if not stored and not rows:
+            self._paged[key] = _Paged()  # a new stage
+            return
+        if self._conflicted is None:
+            self._conflicted = self._load_conflicted()
+        if len(rows) == 1 and int(rows[0]["events"]) == stored and key not in self._conflicted:
+            self.engine.stage(*key).seed(rows[0])
+            log.info("replay.stage_opened campaign=%s stage=%s stored_events=%d", key[0], key[1], stored)
+            return
+        self._load_whole_stage(key)
+
+    def _load_whole_stage(self, key: tuple[str, str]) -> None:
+        """Bring every stored event of a stage into the engine (a repair, or a stage with conflicts).
 
         The state rows of the loaded entities are normally current and are not written again; when the
         stored stage row is behind the stored events (a replay was interrupted between its raw-event
         and state writes), they are all written again with the next state flush.
         """
-        self._loaded.add(key)
-        self.report.stages.add(key)
         n = 0
         for ev in self.store.load_events([key]):
             self.engine.apply(ev)
@@ -106,6 +141,87 @@ class Replayer:
             self._redo_conflicted(key)
         if n:
             log.info("replay.stage_loaded campaign=%s stage=%s stored_events=%d", key[0], key[1], n)
+
+    def _load_touched(self, batch: list[tuple[Event, str, str, bytes | None]]) -> None:
+        """Load the stored entities a batch touches in the stages that start from a stored row (partial)."""
+        jobs: dict[tuple[str, str], set[str]] = {}
+        files: dict[tuple[str, str], set[str]] = {}
+        stages = self.engine.stages
+        paged = self._paged
+        for ev, _, _, _ in batch:
+            key = (ev.campaign, ev.stage)
+            st = stages.get(key)
+            if st is None or not st.partial:
+                continue
+            known = paged.get(key)
+            if type(ev) is JobEvent:
+                if ev.job_id not in st.jobs and (known is None or ev.job_id in known.jobs):
+                    jobs.setdefault(key, set()).add(ev.job_id)
+            else:
+                names = files.setdefault(key, set())
+                if ev.file not in st.files and (known is None or ev.file in known.links):
+                    names.add(ev.file)
+                for p in ev.parents or ():  # a new output joins its parents' groups
+                    if p not in st.files and (known is None or p in known.links):
+                        names.add(p)
+        for key, names in jobs.items():
+            known = paged.get(key)
+            if known is not None:
+                known.jobs.difference_update(names)
+            by: dict[str, list[Any]] = {}
+            for ev in self.store.load_entities(*key, "job", sorted(names)):
+                by.setdefault(ev.job_id, []).append(ev)
+            stages[key].load_jobs(by)
+            self.loaded_entities += len(by)
+        for key, names in files.items():
+            if names:
+                self._load_file_groups(key, names)
+
+    def _load_file_groups(self, key: tuple[str, str], names: set[str]) -> None:
+        """Load the stored files named and every stored file linked to them, transitively (whole groups)."""
+        st = self.engine.stages[key]
+        group, frontier = set(names), set(names)
+        known = self._paged.get(key)
+        while frontier:
+            found: set[str] = set()
+            if known is not None:  # this process paged them out: it knows their links
+                for f in frontier:
+                    found.update(known.links.get(f, ()))
+            else:
+                for out, parents in self.store.file_links(*key, sorted(frontier)):
+                    found.add(out)
+                    found.update(parents)
+            frontier = {f for f in found if f not in group and f not in st.files}
+            group |= frontier
+        if known is not None:
+            for f in group:
+                known.links.pop(f, None)
+        by: dict[str, list[Any]] = {}
+        for ev in self.store.load_entities(*key, "file", sorted(group)):
+            by.setdefault(ev.file, []).append(ev)
+        st.load_files(by)
+        self.loaded_entities += len(by)
+
+    def _load_rest(self, key: tuple[str, str]) -> None:
+        """Load every stored entity of a partial stage not in memory (a winning conflicting copy moved a time
+        the stage's times must be refolded from: rare)."""
+        st = self.engine.stages[key]
+        jobs: dict[str, list[Any]] = {}
+        files: dict[str, list[Any]] = {}
+        for ev in self.store.load_events([key]):
+            if type(ev) is JobEvent:
+                if ev.job_id not in st.jobs:
+                    jobs.setdefault(ev.job_id, []).append(ev)
+            elif ev.file not in st.files:
+                files.setdefault(ev.file, []).append(ev)
+        st.load_jobs(jobs)
+        st.load_files(files)
+        st.partial = False
+        if key in self._paged:
+            self._paged[key] = _Paged()
+        self.loaded_entities += len(jobs) + len(files)
+        log.info("replay.stage_loaded_for_times campaign=%s stage=%s entities=%d", key[0], key[1],
+                 len(jobs) + len(files))
 
     def _redo_conflicted(self, key: tuple[str, str]) -> None:
         """Keep dirty the loaded entities that conflict dead letters name (and the inputs an output names).
@@ -166,11 +282,34 @@ class Replayer:
         return True
 
     def feed_event(self, ev: Event, source: str, position: str = "", raw: bytes | None = None) -> bool:
-        """Apply one event and queue its raw row; False when it changed nothing (duplicate, conflict lost, error)."""
-        key = (ev.campaign, ev.stage)
-        if key not in self._loaded:
-            self._load_stage(key)
+        """Queue one event; it is applied with its batch (at `batch_size` events, or at the next flush).
+
+        Returns True (queued): whether it was new is known when its batch is applied (the report says).
+        """
         self.report.lines += 1
+        self._pending.append((ev, source, position, raw))
+        if len(self._pending) >= self.batch_size:
+            self._since_state += len(self._pending)
+            self.flush(state=self._since_state >= self.state_every)
+        return True
+
+    def _run_batch(self) -> None:
+        """Apply the queued events: open new stages, load the stored entities they touch, apply in order."""
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        for key in {(ev.campaign, ev.stage) for ev, _, _, _ in batch}:
+            if key not in self._opened:
+                self._open_stage(key)
+        self._load_touched(batch)
+        for ev, source, position, raw in batch:
+            self._apply(ev, source, position, raw)
+        for key, st in self.engine.stages.items():
+            if st.partial and st._times_stale:
+                self._load_rest(key)
+
+    def _apply(self, ev: Event, source: str, position: str, raw: bytes | None) -> bool:
+        """Apply one event and queue its raw row; False when it changed nothing (duplicate, conflict lost, error)."""
         try:
             new = self.engine.apply(ev)
         except Exception as exc:  # a bug in the engine must not lose the replay: this event is a dead letter
@@ -188,10 +327,6 @@ class Replayer:
         if not replaced:  # a winning conflicting copy replaces an event: counted in report.conflicts
             self.report.new_events += 1
         self.sink.add("raw_events", raw_event_row(ev, source, self._now))
-        self._since_flush += 1
-        if self._since_flush >= self.batch_size:
-            self._since_state += self._since_flush
-            self.flush(state=self._since_state >= self.state_every)
         return True
 
     def _engine_failed(self, ev: Event, exc: Exception, source: str, position: str, raw: bytes | None) -> None:
@@ -218,7 +353,11 @@ class Replayer:
             self.report.lines += 1
             self.dead_letter(DeadLetter(source, position, str(exc), raw))
             return
-        self.feed_event(ev, source, position, raw)
+        self.report.lines += 1
+        self._pending.append((ev, source, position, raw))
+        if len(self._pending) >= self.batch_size:
+            self._since_state += len(self._pending)
+            self.flush(state=self._since_state >= self.state_every)
 
     def dead_letter(self, dl: DeadLetter) -> None:
         self.report.invalid.append(dl)
@@ -227,13 +366,38 @@ class Replayer:
             self.on_invalid(dl)
 
     def flush(self, state: bool = True) -> None:
-        """Write raw events and dead letters; with state, also every changed job, file and stage row."""
+        """Apply the queued events, write raw events and dead letters; with state, also every changed job,
+        file and stage row, then (page_out) let the entities that did not change leave memory."""
+        self._run_batch()
         if state:
             self.sink.add_dirty(self.engine)
             self._since_state = 0
         self.sink.flush()
-        self._since_flush = 0
         self._now = time.time()
+        if state and self.page_out:
+            jobs = files = 0
+            for key, st in self.engine.stages.items():
+                dropped_jobs, dropped_files = st.page_out()
+                known = self._paged.get(key)
+                if known is not None:
+                    known.jobs.update(dropped_jobs)
+                    links = known.links
+                    for f, linked in dropped_files.items():
+                        links[f] = linked
+                        for other in linked:  # a parent named but never seen: its outputs, for when it comes
+                            if other not in dropped_files:
+                                links[other] = (*links.get(other, ()), f)
+                jobs += len(dropped_jobs)
+                files += len(dropped_files)
+            log.debug("replay.paged_out jobs=%d files=%d", jobs, files)
+
+
+@dataclass
+class _Paged:
+    """What this process paged out of a stage it started empty: job names, and file names with their links."""
+
+    jobs: set[str] = field(default_factory=set)
+    links: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -252,7 +416,7 @@ def relaxed_gc(gen0: int = 200_000):
 
 
 def replay_paths(store: Store, paths: Iterable[str], *, on_invalid: Callable[[DeadLetter], None] | None = None,
-                 progress: Callable[[int], None] | None = None, batch_size: int = 100_000) -> ReplayReport:
+                 progress: Callable[[int], None] | None = None, batch_size: int = 50_000) -> ReplayReport:
     """Replay JSON-lines files (``-`` is stdin) into the store; returns what happened."""
     t0 = time.perf_counter()
     r = Replayer(store, batch_size=batch_size, on_invalid=on_invalid)
@@ -287,7 +451,7 @@ def _replay_files(r: Replayer, paths: Iterable[str], progress: Callable[[int], N
 
 
 def replay_events(store: Store, events: Iterable[Event], source: str = "simulator",
-                  batch_size: int = 100_000) -> ReplayReport:
+                  batch_size: int = 50_000) -> ReplayReport:
     """Replay already-decoded events (the simulator, tests)."""
     t0 = time.perf_counter()
     r = Replayer(store, batch_size=batch_size)

@@ -102,11 +102,69 @@ class Store(ABC):
 
     def load_events(self, stages: Iterable[tuple[str, str]]) -> Iterator[Any]:
         """Every stored raw event of these stages, rebuilt as events (duplicates possible)."""
-        from processors.rows import event_from_raw_row
         from schemas.queries import where
 
-        cols = ("kind, entity, event_id, ts, campaign, stage, type, submission, job_id, exit_code, signal, "
-                "cpu_user_s, cpu_sys_s, wall_s, cores, reason, site, host, parents, location")
+        cols = _raw_select()
         for campaign, stage in stages:
             for row in self.query(f"SELECT {cols} FROM raw_events WHERE {where(campaign, stage)}"):
-                yield event_from_raw_row(row)
+                yield _event(row)
+
+    def load_entities(self, campaign: str, stage: str, kind: str, names: Iterable[str]) -> Iterator[Any]:
+        """The stored raw events of these jobs (kind 'job') or files ('file') of one stage (duplicates possible).
+
+        Reads only those entities (the primary key starts with campaign, stage, kind, entity); the names go
+        into the SQL as escaped literals, in chunks that stay below ClickHouse's max_query_size.
+        """
+        from schemas.queries import literal, where
+
+        cols = _raw_select()
+        head = f"SELECT {cols} FROM raw_events WHERE {where(campaign, stage)} AND kind = {literal(kind)} AND entity IN "
+        for chunk in _chunks(names):
+            for row in self.query(head + "(" + ", ".join(map(literal, chunk)) + ")"):
+                yield _event(row)
+
+    def file_links(self, campaign: str, stage: str, names: Iterable[str]) -> list[tuple[str, list[str]]]:
+        """(output, parents) of every stored output declaration of the stage that is one of `names` or names one
+        of them as a parent: the links that put files in one group (processors.stage, partial stages)."""
+        from schemas.queries import literal, where
+
+        out: list[tuple[str, list[str]]] = []
+        for chunk in _chunks(names, budget=_QUERY_BUDGET // 2):
+            arr = ", ".join(map(literal, chunk))
+            for row in self.query(
+                    f"SELECT DISTINCT entity, parents FROM raw_events WHERE {where(campaign, stage)} "
+                    f"AND kind = 'file' AND type = 'output_declared' "
+                    f"AND (entity IN ({arr}) OR hasAny(parents, [{arr}]))"):
+                out.append((row["entity"], list(row["parents"])))
+        return out
+
+
+#: Characters of names per query: ClickHouse refuses a query text above max_query_size (256 KiB by default).
+_QUERY_BUDGET = 200_000
+
+
+def _chunks(names: Iterable[str], budget: int = _QUERY_BUDGET) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    size = 0
+    for name in names:
+        n = 4 * len(name) + 4  # UTF-8 bytes at most, quoted and separated (a name is at most 1,024 characters)
+        if chunk and size + n > budget:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(name)
+        size += n
+    if chunk:
+        yield chunk
+
+
+def _raw_select() -> str:
+    """The raw_events columns an event is rebuilt from (processors.rows.RAW_COLUMNS but the replay's own)."""
+    from processors.rows import RAW_COLUMNS
+
+    return ", ".join(c for c in RAW_COLUMNS if c not in ("file", "source", "ingested_ts"))
+
+
+def _event(row: dict[str, Any]) -> Any:
+    from processors.rows import event_from_raw_row
+
+    return event_from_raw_row(row)

@@ -84,7 +84,7 @@ def _prepare_dir(path: str, shown: str, *, create: bool, kind: str) -> None:
             if marker is None or (marker.get("kind") == "demo" and kind == "store"):
                 _safe_write_marker(path, shown, "store")
             return
-        if os.listdir(path):
+        if set(os.listdir(path)) - {MARKER + ".tmp"}:  # (a creation killed while writing the marker left only it)
             raise StoreError(f"{shown} is a directory that is not a stagewatch store and not empty; refusing to "
                              "write a store into it: pass --store chdb:NEW_DIR.")
     else:

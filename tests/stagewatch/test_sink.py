@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from processors.rows import raw_event_row
+from processors.rows import RAW_COLUMNS, raw_event_row
 from stagewatch.sink import TABLE_ORDER, StoreSink
 from stagewatch.store.base import StoreError
 from tests.builders import job
@@ -94,7 +94,8 @@ def test_a_replaced_raw_row_leaves_only_the_winner_in_the_batch():
     sink.flush()
     ((table, rows),) = store.inserted
     assert table == "raw_events"
-    assert sorted((r[3], r[10], r[21]) for r in rows) == [("7", 0, "b"), ("8", None, "a")]
+    ent, code, src = (RAW_COLUMNS.index(c) for c in ("entity", "exit_code", "source"))
+    assert sorted((r[ent], r[code], r[src]) for r in rows) == [("7", 0, "b"), ("8", None, "a")]
     # without a replacement, rows are written as they are (no per-batch cost on the hot path)
     sink.add("raw_events", raw_event_row(loser, "a", 1.0))
     sink.add("raw_events", raw_event_row(loser, "a", 1.0))
