@@ -73,7 +73,11 @@ def main() -> None:
                             cwd=work).returncode
         if rc not in (0, 1):  # 1: the replay reports conflicts or dead letters
             raise SystemExit(f"building the store failed (exit {rc})")
-        print(f"store built in {time.perf_counter() - t0:.0f} s: {store}", flush=True)
+        import resource
+
+        rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        print(f"store built in {time.perf_counter() - t0:.0f} s (the full replay's peak RSS {rss:,.0f} MiB): {store}",
+              flush=True)
     probe = (
         "import json, sys, time\n"
         "t0 = time.perf_counter()\n"
