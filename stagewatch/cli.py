@@ -794,9 +794,10 @@ def _known_errors() -> tuple[type[BaseException], ...]:
     """
     found: list[type[BaseException]] = []
     for module, name in (("ingest.lines", "InputError"), ("ingest.kafka_io", "KafkaError"),
-                         ("schemas.events", "InvalidEvent"), ("ingest.condor_log", "NotAJobEventLog"),
-                         ("ingest.condor_log", "CheckpointMismatch"), ("ingest.condor_log", "LogReplaced"),
-                         ("processors.faust_app", "WorkerError")):
+                         ("schemas.events", "InvalidEvent"), ("ingest.condor.reading", "NotAJobEventLog"),
+                         ("ingest.condor.checkpoint", "CheckpointMismatch"),
+                         ("ingest.condor.follower", "LogReplaced"), ("ingest.sam.http", "SamError"),
+                         ("processors.faust.config", "WorkerError")):
         cls = getattr(sys.modules.get(module), name, None)
         if isinstance(cls, type) and issubclass(cls, BaseException):
             found.append(cls)

@@ -163,8 +163,8 @@ def publish(
                                  progress=progress)
         else:
             rep = publish_files(pub, files or [])
-    except DeliveryError as exc:
-        raise _user_error(str(exc)) from None
+    except DeliveryError:
+        raise  # a failure, not a usage error: stagewatch.cli.main prints its sentence, exit 1
     n_bad = len(rep.invalid)
     if n_bad > 20:
         err.print(f"... and {n_bad - 20} more invalid lines (topic {esc(topics.dead_letter)})", highlight=False)
@@ -239,7 +239,9 @@ def tail_condor_log(
         run_follower(pub, follower, poll_s=poll_s, stop=stop, report=rep)
     except DeliveryError as exc:
         err.print(closing(rep), highlight=False)
-        raise _user_error(f"{exc} The checkpoint was not moved: restart to re-send from there.") from None
+        # a failure (exit 1), not a usage error (exit 2)
+        raise DeliveryError(f"{exc} The checkpoint was not moved: restart to re-send from there.",
+                            getattr(exc, "failed", 0)) from None
     except LogReplaced as exc:
         err.print(closing(rep), highlight=False)
         raise _user_error(f"{exc} (Rotations to .old, .1, ... are followed without help; this means the file "
@@ -288,7 +290,7 @@ def worker(
     """Run a faust-streaming worker: events from Kafka -> per-job/per-file state -> stage numbers in ClickHouse.
     Start several with the same --app-id to share the partitions; stop with Ctrl-C or SIGTERM.
     Exit code 75 asks to be started again (a stalled table recovery); 70 is an unexpected error."""
-    from processors.faust_app import TABLE_STORES, WorkerConfig, WorkerError, run_worker
+    from processors.faust import TABLE_STORES, WorkerConfig, WorkerError, run_worker
 
     kafka = _need_kafka(kafka)
     if table_store not in TABLE_STORES:
@@ -321,7 +323,7 @@ def worker_ports(store_url: str) -> Any:
     """The worker's ports to stagewatch (processors/ must not import it): store check, sinks, metrics."""
     import time
 
-    from processors.faust_app import WorkerError, WorkerPorts
+    from processors.faust import WorkerError, WorkerPorts
     from stagewatch.metrics import WorkerMetrics
     from stagewatch.sink import StoreSink
     from stagewatch.store import StoreError, open_store

@@ -94,7 +94,7 @@ def test_convert_writes_out_whole(capsys, tmp_path):
 
 def test_worker_gets_an_absolute_workdir(capsys, tmp_path, monkeypatch):
     """faust.Worker changes into the workdir: a relative datadir under it would then not exist."""
-    import processors.faust_app as faust_app
+    import processors.faust as faust_app
     import stagewatch.cli_stream as cli_stream
 
     seen = {}
