@@ -32,7 +32,14 @@ from typing import Iterator
 
 log = logging.getLogger("stagewatch.bench.postgres")
 
-PG_BIN = Path(os.environ.get("STAGEWATCH_PG_BIN", "/usr/lib/postgresql/15/bin"))
+def _newest_pg_bin() -> Path:
+    """Debian installs each major version under /usr/lib/postgresql/<major>/bin: take the newest."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"),
+                   key=lambda p: int(p.parent.parent.name) if p.parent.parent.name.isdigit() else 0)
+    return found[-1].parent if found else Path("/usr/lib/postgresql/15/bin")
+
+
+PG_BIN = Path(os.environ["STAGEWATCH_PG_BIN"]) if os.environ.get("STAGEWATCH_PG_BIN") else _newest_pg_bin()
 HOST = "127.0.0.1"
 DB = "poms"
 USER = "poms"

@@ -46,9 +46,11 @@ if ! { [ -x /usr/sbin/clickhouse-server ] || command -v clickhouse-server >/dev/
 fi
 java_ok || pkgs+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || pkgs+=(maven)
+# PostgreSQL for the POMS-style comparison of bench/scale_bench.py (and its tests in tests/bench/).
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || pkgs+=(postgresql)
 
 if [ "${#pkgs[@]}" -eq 0 ]; then
-  say "clickhouse-server, clickhouse-client, java 17+ and mvn are already installed; nothing to do."
+  say "clickhouse-server, clickhouse-client, java 17+, mvn and postgresql are already installed; nothing to do."
 else
   if [ "${SUDO[0]:-}" = "__need_root__" ]; then
     say "need root to install: ${pkgs[*]} (run this script as root or install sudo)"; exit 1

@@ -8,5 +8,5 @@ for script in deploy/local/install-deps.sh deploy/local/install-deps-*.sh; do
     bash "$script"
   fi
 done
-python3 -m pip install --quiet --disable-pip-version-check -e '.[test]'
+python3 -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
 exec python3 -m pytest -q "$@"
