@@ -172,7 +172,7 @@ def test_fresh_machine_block_is_what_ci_runs(stagewatch_command, tmp_path):
     ci = commands((REPO / ".ci" / "run").read_text())
     assert "exec bash deploy/local/test.sh" in ci, ci
     script = commands((REPO / "deploy" / "local" / "test.sh").read_text())
-    installs = [c for c in script if re.search(r"\bpip install\b.*(^|\s)-e \.(\[test\])?(\s|$)", c)]
+    installs = [c for c in script if re.search(r"\bpip install\b.*(^|\s)-e \.(\[[a-z,]+\])?(\s|$)", c)]
     assert installs, f"deploy/local/test.sh does not install the checkout (pip install -e .): {script}"
     assert any(re.search(r"-m pytest\b", c) for c in script[script.index(installs[0]):]), script
 

@@ -105,6 +105,10 @@ def test_garbage_anywhere_is_skipped_with_a_count_and_every_good_event_survives(
         dirty = convert_bytes(tmp_path, data, "dirty.log", stats)
     assert records(dirty) == records(clean)  # same events, same ids, same values, same order
     assert stats.job_events == len(clean)
+    if kind == "stray-separator":
+        # an empty event: htcondor2 sometimes steps over it by itself (seen once in a loaded full run),
+        # sometimes the reader resyncs past it; either way there is nothing in it to count or lose
+        return
     if at < len(GOOD):  # (garbage after the last event is an incomplete last event, left out)
         assert stats.skipped_segments >= 1 and stats.skipped_bytes >= 1
         assert "skipping unparseable bytes" in caplog.text

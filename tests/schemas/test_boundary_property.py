@@ -81,6 +81,9 @@ BAD_VALUES: dict[str, Any] = {
     "cpu_sys_s": _SECONDS_BAD(E.MAX_CPU_S),
     "reason": st.one_of(st.integers(E.MAX_REASON_CHARS + 1, 100_000).map(lambda n: "r" * n), st.just(7)),
     "site": _OPTIONAL_NAME_BAD, "host": _OPTIONAL_NAME_BAD,
+    "hold_code": st.one_of(st.integers(max_value=-1), st.integers(min_value=E.INT32_MAX + 1), st.just(1.5),
+                           st.just("0")),
+    "hold_subcode": _INT32_BAD,
     # file-event/1
     "file": _NAME_BAD, "location": _OPTIONAL_NAME_BAD,
     "parents": st.one_of(st.just([""]), st.lists(st.just("p"), min_size=E.MAX_PARENTS + 1,

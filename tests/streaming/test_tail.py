@@ -263,8 +263,12 @@ def test_tail_of_a_schedd_wide_log_through_rotation_and_kill9_while_events_are_h
     log.write_text("")
     t1, t2 = start(), None
     try:
-        cut = next(i for i in range(60, len(chunks)) if chunks[i].startswith("028") and any(
-            c.startswith("028") for c in chunks[i + 1:i + 41]))  # (a late 028 is still to come)
+        def waiting(i: int) -> set[str]:
+            """Jobs with events in chunks[:i] and no 028 yet: their events are held at a cut there."""
+            ids = [(c[:3], c[4:].split(")", 1)[0]) for c in chunks[:i]]  # ("005", "(cluster.proc.000")
+            return {j for t, j in ids if t != "028"} - {j for t, j in ids if t == "028"}
+
+        cut = next(i for i in range(60, len(chunks)) if waiting(i))  # (a late 028 is still to come)
         write(chunks[:cut])
         size = log.stat().st_size
         wait_until(lambda: saved().get("offset") == size, 60, "the tail to commit the end of the log")
