@@ -49,6 +49,10 @@ from stagewatch import devservers  # noqa: E402
 from stagewatch.store import open_store  # noqa: E402
 
 CLI = [sys.executable, "-c", "from stagewatch.cli import main; main()"]
+# The workers import the code of this checkout, not whatever stagewatch is installed (`python -c` puts the
+# working directory, not the checkout, first on sys.path): a figure belongs to the tree that printed it.
+CHILD_ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(
+    p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
 
 
 def free_ports(n: int) -> list[int]:
@@ -85,7 +89,8 @@ class Worker:
         self.proc = subprocess.Popen(
             [*CLI, "worker", "--kafka", kafka, "--store", store, "--app-id", app_id, "--topic-prefix", prefix,
              "--workdir", str(workdir), "--metrics-port", str(self.port), *TABLE_STORE, *extra],
-            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+            stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env=CHILD_ENV)
 
     def processed(self) -> float:
         try:
