@@ -301,6 +301,13 @@ class StageState:
         ent = self.files.get(name)
         if ent is None:  # a parent named by an output, not (yet) seen itself: contributes nothing
             return
+        new = self._file_contribution(name, ent)
+        self.totals.apply("file:" + name, ent.version, new)
+        self.dirty_files.add(name)
+
+    def _file_contribution(self, name: str, ent: Any) -> dict[str, int]:
+        """A file's share of the stage counters (its bucket and version are set on the way): one place for
+        a refreshed file and a file loaded back from the store."""
         facts: filemod.FileFacts = ent.view
         new: dict[str, int] = {"events": facts.events}
         if facts.is_input:
@@ -312,8 +319,7 @@ class StageState:
         if facts.located:
             new["outputs_located"] = 1
         ent.version = self.file_version(name)
-        self.totals.apply("file:" + name, ent.version, new)
-        self.dirty_files.add(name)
+        return new
 
     def _outputs_of(self, name: str) -> list[filemod.FileFacts]:
         return [self.files[o].view for o in self.children.get(name, ())]
@@ -390,17 +396,7 @@ class StageState:
                 self.children.setdefault(parent, set()).add(name)
         for name in events_by_file:
             ent = self.files[name]
-            facts = ent.view
-            new: dict[str, int] = {"events": facts.events}
-            if facts.is_input:
-                new["input_files"] = 1
-                ent.bucket = filemod.input_bucket(facts, self._outputs_of(name))
-                new[ent.bucket] = 1
-            if facts.declared_output:
-                new["outputs_declared"] = 1
-            if facts.located:
-                new["outputs_located"] = 1
-            ent.version = self.file_version(name)
+            new = self._file_contribution(name, ent)
             self.totals.entities["file:" + name] = (ent.version, new, None)
 
     def linked_files(self, name: str) -> set[str]:
