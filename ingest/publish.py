@@ -1,4 +1,4 @@
-"""Publishers: JSON-lines files, the simulator (live), and a growing HTCondor job event log, to Kafka.
+"""Publishers: JSON-lines files and the simulator (live), to Kafka (a growing HTCondor log: ingest.condor.tailing).
 
 Every publisher validates against the contract before sending, keys events by their entity (job_id or
 file) so that all events of one job or file land in one partition, and ends with a producer flush that
@@ -178,40 +178,3 @@ def publish_events(pub: Publisher, events: Iterable[Event], *, speed: float = 0.
     pub.report.seconds = clock() - t0
     log.info("publish.events published=%d seconds=%.2f speed=%g", pub.report.published, pub.report.seconds, speed)
     return pub.report
-
-
-@dataclass
-class TailReport:
-    polls: int = 0
-    published: int = 0
-    commits: int = 0
-
-
-def tail_log(pub: Publisher, follower: Any, *, poll_s: float = 1.0, stop: threading.Event | None = None,
-             max_events_per_poll: int = 10_000, on_batch: Callable[[int, int], None] | None = None) -> TailReport:
-    """Follow an HTCondor job event log: poll -> publish -> producer flush -> commit the checkpoint.
-
-    The checkpoint (byte offset and per-job state) is written only after Kafka acknowledged every event
-    read before it, so a crash (even ``kill -9``) at any point resumes with no gap; the events between
-    the last commit and the crash are published again with the same event_ids, which the workers count
-    once. ``follower`` is an ingest.condor_log.LogFollower.
-    """
-    stop = stop or threading.Event()
-    rep = TailReport()
-    while not stop.is_set():
-        before = follower.offset
-        events = follower.poll(max_events_per_poll)
-        rep.polls += 1
-        for ev in events:
-            pub.event(ev)
-        if follower.offset != follower.committed_offset:
-            pub.flush()  # raises DeliveryError: then the checkpoint is not moved
-            follower.commit()
-            rep.commits += 1
-            rep.published += len(events)
-            log.info("tail.commit events=%d offset=%d", len(events), follower.offset)
-            if on_batch is not None:
-                on_batch(len(events), follower.offset)
-        if follower.offset == before:
-            stop.wait(poll_s)
-    return rep
