@@ -32,15 +32,18 @@ def child_replay(url: str, path: str) -> dict[str, Any]:
     from stagewatch.store import open_store
 
     size = os.path.getsize(path)
+    t0 = time.perf_counter()
     done = [0, time.monotonic()]
 
     def progress(nbytes: int) -> None:
         done[0] += nbytes
         if time.monotonic() - done[1] > 30:
             done[1] = time.monotonic()
-            _progress(f"replay {100 * done[0] / size:.0f} %")
+            took = time.perf_counter() - t0
+            left = took * (size - done[0]) / max(done[0], 1)
+            _progress(f"replay {100 * done[0] / size:.0f} % of the input after {took:,.0f} s "
+                      f"(about {left:,.0f} s left at this rate)")
 
-    t0 = time.perf_counter()
     with open_store(url) as st:
         report = replay_paths(st, [path], progress=progress)
         (row,) = st.query("SELECT count() AS n FROM raw_events")
@@ -58,14 +61,27 @@ def stats_ms(samples: list[float]) -> dict[str, float]:
             "runs": len(s)}
 
 
-def timed(fn: Callable[[], Any], runs: int) -> tuple[dict[str, float], Any]:
+def timed(fn: Callable[[], Any], runs: int, budget_s: float = math.inf, *,
+          clock: Callable[[], float] = time.perf_counter) -> tuple[dict[str, Any], Any]:
+    """Median and p95 of up to ``runs`` timed calls of ``fn`` after one warm-up call (not counted).
+
+    Timing stops once ``budget_s`` seconds (warm-up included) have gone, after at least one timed call:
+    one slow query then costs about ``budget_s``, not ``runs`` times its time, and the figures say how
+    many runs they are the median of (``runs``, ``budget_hit``).
+    """
+    start = clock()
     result = fn()  # warm-up (not counted)
-    samples = []
+    samples: list[float] = []
     for _ in range(runs):
-        t = time.perf_counter()
+        t = clock()
         result = fn()
-        samples.append(time.perf_counter() - t)
-    return stats_ms(samples), result
+        samples.append(clock() - t)
+        if clock() - start >= budget_s:
+            break
+    out: dict[str, Any] = stats_ms(samples)
+    out["budget_hit"] = len(samples) < runs
+    out["seconds"] = clock() - start
+    return out, result
 
 
 def panel_queries(store: Any) -> list[tuple[str, str]]:
@@ -95,36 +111,53 @@ def panel_queries(store: Any) -> list[tuple[str, str]]:
     return out
 
 
-def child_time(url: str, runs: int, skip_panels: bool) -> dict[str, Any]:
+STATUS = "status"  # the compact view (80/120 columns): no forecast query, it shows no ETA
+STATUS_WIDE = "status --wide/--format json"  # every number, with the forecast (located_rate_per_h, eta)
+
+
+def child_time(url: str, runs: int, skip_panels: bool, budget_s: float = math.inf) -> dict[str, Any]:
+    """Time the reads as the CLI runs them, each query for at most about ``budget_s`` seconds."""
     from stagewatch.reading import read_files, read_job, read_jobs, read_missing_files, read_status
     from stagewatch.store import open_store
 
     t: dict[str, Any] = {}
+    t0 = time.perf_counter()
+
+    def measure(name: str, fn: Callable[[], Any]) -> Any:
+        t[name], result = timed(fn, runs, budget_s)
+        if isinstance(result, list):
+            t[name]["rows"] = len(result)
+        stopped = f", stopped by the {budget_s:g} s budget" if t[name]["budget_hit"] else ""
+        _progress(f"{name}: median {t[name]['median_ms']:,.1f} ms over {t[name]['runs']} run(s){stopped}")
+        return result
+
     with open_store(url, create=False) as st:
-        t["status"], status = timed(lambda: read_status(st, as_of=AS_OF), runs)
-        stages = status["stages"]
+        stages = measure(STATUS, lambda: read_status(st, as_of=AS_OF, forecast=False))["stages"]
+        measure(STATUS_WIDE, lambda: read_status(st, as_of=AS_OF, forecast=True))
         big = max(stages, key=lambda s: (s["input_files"], s["campaign"], s["stage"]))
         c, s = big["campaign"], big["stage"]
-        _progress(f"overview timed; drill-downs on {c}/{s} ({big['input_files']:,} input files)")
+        _progress(f"drill-downs on {c}/{s} ({big['input_files']:,} input files)")
         for bucket in ("files_failed", "files_pending"):
-            t[f"files --bucket {bucket}"], rows = timed(lambda b=bucket: read_files(st, c, s, [b]), runs)
-            t[f"files --bucket {bucket}"]["rows"] = len(rows)
-        t["jobs --sort restarts --limit 50"], jobs = timed(
-            lambda: read_jobs(st, c, s, state=None, order=RESTARTS_ORDER, limit=50), runs)
-        t["missing-files"], missing = timed(lambda: read_missing_files(st, c, s), runs)
-        t["missing-files"]["rows"] = len(missing)
+            measure(f"files --bucket {bucket}", lambda b=bucket: read_files(st, c, s, [b]))
+        jobs = measure("jobs --sort restarts --limit 50",
+                       lambda: read_jobs(st, c, s, state=None, order=RESTARTS_ORDER, limit=50))
+        measure("missing-files", lambda: read_missing_files(st, c, s))
         job_id = jobs[0]["job_id"]
-        t[f"job {job_id}"], one = timed(lambda: read_job(st, c, s, job_id), runs)
+        measure(f"job {job_id}", lambda: read_job(st, c, s, job_id))
         panels: dict[str, Any] = {}
         if not skip_panels:
             for name, sql in panel_queries(st):
-                panels[name], rows = timed(lambda q=sql: st.query(q), runs)
+                panels[name], rows = timed(lambda q=sql: st.query(q), runs, budget_s)
                 panels[name]["rows"] = len(rows)
+                if panels[name]["budget_hit"]:
+                    _progress(f"{name}: median {panels[name]['median_ms']:,.1f} ms over {panels[name]['runs']} "
+                              f"run(s), stopped by the {budget_s:g} s budget")
         # FINAL merges a table's parts at read time: how many a replay left explains slow drill-downs
         parts = {r["table"]: int(r["n"]) for r in st.query(
             "SELECT table, count() AS n FROM system.parts WHERE active AND database = currentDatabase() "
             "GROUP BY table")}
     return {"timings": t, "panels": panels, "status": stages, "stage": [c, s], "parts": parts,
+            "reads_s": time.perf_counter() - t0,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -141,16 +174,11 @@ def child_poms(url: str, dsn: str, runs: int, max_s: float) -> dict[str, Any]:
         counts = poms_pg.load_from_store(st, conn, progress=_progress)
         load_s = time.perf_counter() - t0
         _progress(f"POMS-style database loaded in {load_s:.0f} s; timing its overview")
-        rows = poms_pg.overview(conn)  # warm-up
-        samples = []
-        t_end = time.monotonic() + max_s
-        for _ in range(runs):
-            t = time.perf_counter()
-            rows = poms_pg.overview(conn)
-            samples.append(time.perf_counter() - t)
-            if time.monotonic() > t_end:
-                break
+        overview, rows = timed(lambda: poms_pg.overview(conn), runs, max_s)
+        stopped = f", stopped by the {max_s:g} s budget" if overview["budget_hit"] else ""
+        _progress(f"POMS-style overview: median {overview['median_ms']:,.1f} ms over {overview['runs']} run(s)"
+                  f"{stopped}")
     for r in rows:
         r["completion_pct"] = float(r["completion_pct"])
-    return {"counts": counts, "load_s": load_s, "overview": stats_ms(samples), "rows": rows,
+    return {"counts": counts, "load_s": load_s, "overview": overview, "reads_s": overview["seconds"], "rows": rows,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}

@@ -31,7 +31,7 @@ def test_runs_end_to_end_at_tiny_scale(tmp_path: Path, capsys: pytest.CaptureFix
     for name in ("chdb", "server"):
         st = fig["stores"][name]
         assert st["lines"] == fig["lines"] and st["invalid"] == 0 and st["disk_bytes"] > 0
-        assert {"status", "files --bucket files_failed", "files --bucket files_pending",
+        assert {"status", "status --wide/--format json", "files --bucket files_failed", "files --bucket files_pending",
                 "jobs --sort restarts --limit 50", "missing-files"} <= set(st["timings"])
         assert any(k.startswith("job ") for k in st["timings"])
         assert all(t["runs"] == 2 and 0 < t["median_ms"] <= t["p95_ms"] for t in st["timings"].values())
@@ -45,6 +45,15 @@ def test_runs_end_to_end_at_tiny_scale(tmp_path: Path, capsys: pytest.CaptureFix
     assert poms["counts"]["jobs"] == fig["jobs"] and poms["ratio_chdb"] > 0 and poms["ratio_server"] > 0
     assert "check: status on chDB equals status on the ClickHouse server: same numbers" in text
     assert "check: the POMS-style overview equals stagewatch's status: same numbers" in text
+    # the two replays ran at the same time, each in its own process; then reads, POMS: one step each
+    steps = {r["step"]: r for r in fig["steps"]}
+    assert list(steps) == ["simulate", "replay chdb", "replay server", "reads chdb", "reads server", "poms load",
+                           "poms reads"]
+    a, b = steps["replay chdb"], steps["replay server"]
+    assert a["started"] < b["ended"] and b["started"] < a["ended"]
+    assert fig["stores"]["chdb"]["replay_peak_rss_mib"] > 0 and fig["stores"]["server"]["replay_peak_rss_mib"] > 0
+    assert re.search(r"total wall time +[\d.]+ = [\d.]+ min", text)
+    assert poms["overview"]["runs"] == 2 and "ratio: stagewatch `status --wide/--format json` on chdb" in text
     # nothing left behind: servers stopped by pid, work directory removed
     work = Path(re.search(r"stores and servers under (\S+)", text).group(1))
     assert not work.exists()
@@ -89,3 +98,75 @@ def test_median_and_nearest_rank_p95() -> None:
     s = scale_steps.stats_ms([i / 1000 for i in range(20, 0, -1)])  # 1..20 ms, any order
     assert s == {"median_ms": pytest.approx(10.5), "p95_ms": pytest.approx(19.0), "runs": 20}
     assert scale_steps.stats_ms([0.005])["p95_ms"] == pytest.approx(5.0)
+
+
+class _FakeClock:
+    """A clock that only a query moves: each call of the timed function takes ``step`` seconds."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step, self.calls = 0.0, step, 0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def query(self) -> int:
+        self.now += self.step
+        self.calls += 1
+        return self.calls
+
+
+def test_time_budget_stops_timing_a_slow_query() -> None:
+    clock = _FakeClock(10.0)  # a 10 s query, a 35 s budget, 20 runs asked
+    stats, result = scale_steps.timed(clock.query, 20, 35.0, clock=clock)
+    # warm-up (10 s) + 3 timed runs: the third ends past the budget, and timing stops there
+    assert clock.calls == 4 and result == 4
+    assert stats["runs"] == 3 and stats["budget_hit"] is True
+    assert stats["median_ms"] == pytest.approx(10_000.0) and stats["seconds"] == pytest.approx(40.0)
+
+
+def test_a_query_slower_than_the_budget_is_still_timed_once() -> None:
+    clock = _FakeClock(100.0)
+    stats, _ = scale_steps.timed(clock.query, 20, 60.0, clock=clock)
+    assert clock.calls == 2 and stats["runs"] == 1 and stats["budget_hit"] is True
+    assert stats["median_ms"] == pytest.approx(100_000.0)
+
+
+def test_a_fast_query_makes_every_run() -> None:
+    clock = _FakeClock(0.01)
+    stats, _ = scale_steps.timed(clock.query, 20, 60.0, clock=clock)
+    assert clock.calls == 21 and stats["runs"] == 20 and stats["budget_hit"] is False
+
+
+def test_step_table_shows_each_step_and_the_total_against_the_goal(capsys: pytest.CaptureFixture[str]) -> None:
+    steps = scale_bench.Steps()
+    steps.add("simulate", 0.0, 2.0, "cached: x.jsonl")
+    steps.add("replay chdb", 2.0, 600.0, "in parallel")
+    steps.add("replay server", 2.0, 1500.0, "in parallel")
+    steps.print_table(1600.0)
+    text = capsys.readouterr().out
+    assert re.search(r"replay chdb +598\.0 +2\.0 +600\.0  in parallel", text)
+    assert re.search(r"replay server +1498\.0 +2\.0 +1500\.0", text)
+    assert "total wall time" in text and "1600.0 = 26.7 min (goal: under 30 min: met)" in text
+    steps.print_table(1800.5)
+    assert "30.0 min (goal: under 30 min: NOT met)" in capsys.readouterr().out
+
+
+def test_goals_are_printed_next_to_both_status_views() -> None:
+    assert scale_bench.goal_ms(scale_steps.STATUS) == scale_bench.goal_ms(scale_steps.STATUS_WIDE) == 50.0
+    assert scale_bench.goal_ms("missing-files") == 200.0
+
+
+@pytest.mark.servers
+def test_budget_and_step_table_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """chDB only (no server needed, but slow): a budget of a microsecond times every query exactly once."""
+    out = tmp_path / "figures.json"
+    assert scale_bench.main(["--jobs", "300", "--runs", "5", "--skip", "server,poms,panels", "--time-budget-s",
+                             "0.000001", "--cache", str(tmp_path), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    fig = json.loads(out.read_text())
+    timings = fig["stores"]["chdb"]["timings"]
+    assert {scale_steps.STATUS, scale_steps.STATUS_WIDE} <= set(timings)
+    assert all(t["runs"] == 1 and t["budget_hit"] for t in timings.values())
+    assert "1 run(s), stopped by the time budget  [goal < 50 ms" in text
+    assert [r["step"] for r in fig["steps"]] == ["simulate", "replay chdb", "reads chdb"]
+    assert 0 < fig["wall_s"] < 600 and "total wall time" in text
