@@ -46,7 +46,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.scale_steps import AS_OF, STATUS, STATUS_WIDE, child_poms, child_replay, child_time  # noqa: E402
+from bench.scale_steps import (  # noqa: E402
+    AS_OF, STATUS, STATUS_WIDE, child_poms, child_replay, child_simulate, child_time)
 
 GOAL_OVERVIEW_MS = 50.0
 GOAL_DRILL_MS = 200.0
@@ -98,24 +99,50 @@ def per_million(value: float, events: int) -> float:
 # 1. the events
 
 
-def generate(jobs: int, files_per_job: float, seed: int, out: Path) -> int:
-    """Write the simulated year as JSON lines (atomically: a half-written cache is never reused)."""
+def generate(jobs: int, files_per_job: float, seed: int, out: Path, parts: int = 2) -> int:
+    """Write the simulated year as JSON lines (atomically: a half-written cache is never reused).
+
+    The stages are simulated in ``parts`` child processes (one a core), each writing its stages' lines
+    with their sort key, then merged here in ``simulate_many``'s order: the same file as one process
+    writes, in about half the time.
+    """
     from bench.scale_campaigns import scale_specs
-    from ingest.simulator import simulate_many
-    from schemas.events import encode_event
 
     specs = scale_specs(jobs, files_per_job)
+    parts = max(1, min(parts, len(specs)))
     say(f"simulating {len(specs)} stages in {len({s.campaign for s in specs})} campaigns "
-        f"(~{jobs:,} jobs, ~{round(jobs * files_per_job):,} input files) -> {out}")
+        f"(~{jobs:,} jobs, ~{round(jobs * files_per_job):,} input files) in {parts} processes -> {out}")
+    files = [out.with_suffix(f".part{k}") for k in range(parts)]
     tmp = out.with_suffix(".tmp")
+    try:
+        run_children({f"simulate {k + 1}/{parts}": ("simulate", str(jobs), str(files_per_job), str(seed), str(k),
+                                                    str(parts), str(f)) for k, f in enumerate(files)})
+        say(f"merging the {parts} parts in delivery order ...")
+        n = merge_parts(files, tmp)
+        tmp.rename(out)
+    finally:
+        for f in files + [tmp]:
+            f.unlink(missing_ok=True)
+    return n
+
+
+def merge_parts(files: list[Path], out: Path) -> int:
+    """Merge keyed part files (bench/scale_steps.py ``child_simulate``) into plain JSON lines, in key order."""
+    import heapq
+
+    from bench.scale_steps import SIM_KEY_LEN
+
     n = 0
-    with open(tmp, "wb") as fh:
-        for ev in simulate_many(specs, seed):
-            fh.write(encode_event(ev) + b"\n")
-            n += 1
-            if n % 1_000_000 == 0:
-                say(f"  {n:,} events simulated")
-    tmp.rename(out)
+    handles = [open(f, "rb", buffering=1 << 20) for f in files]
+    try:
+        with open(out, "wb", buffering=1 << 20) as fh:
+            write = fh.write
+            for line in heapq.merge(*handles):  # fixed-width keys: byte order is the merge order
+                write(line[SIM_KEY_LEN:])
+                n += 1
+    finally:
+        for h in handles:
+            h.close()
     return n
 
 
@@ -398,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         op, *rest = args.child
         out = {"replay": lambda: child_replay(*rest),
+               "simulate": lambda: child_simulate(int(rest[0]), float(rest[1]), int(rest[2]), int(rest[3]),
+                                                  int(rest[4]), rest[5]),
                "time": lambda: child_time(rest[0], int(rest[1]), rest[2] == "1", float(rest[3])),
                "poms": lambda: child_poms(rest[0], rest[1], int(rest[2]), float(rest[3]))}[op]()
         print(json.dumps(out))

@@ -8,10 +8,12 @@ public replay API (stagewatch.replay.replay_paths), so the figures follow whatev
 
 from __future__ import annotations
 
+import heapq
 import math
 import os
 import resource
 import statistics
+import struct
 import sys
 import time
 from typing import Any, Callable
@@ -52,6 +54,41 @@ def child_replay(url: str, path: str) -> dict[str, Any]:
             "invalid": len(report.invalid), "stages": len(report.stages), "raw_rows": int(row["n"]),
             "seconds": wall, "events_per_s": report.lines / wall,
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+# A simulated line in a part file: this sort key, then the event's JSON line. The key is
+# ``ingest.simulator.simulate_many``'s merge order (delivery time, stage index, seq, copy) as fixed-width
+# hex of big-endian numbers (a positive IEEE double's bytes sort like its value), so merging the parts
+# as plain byte strings gives exactly ``simulate_many``'s order.
+SIM_KEY_LEN = 16 + 8 + 16 + 2
+
+
+def sim_key(delivery: float, index: int, seq: int, copy: int) -> bytes:
+    return struct.pack(">dIQB", delivery, index, seq, copy).hex().encode()
+
+
+def child_simulate(jobs: int, files_per_job: float, seed: int, part: int, parts: int, out: str) -> dict[str, Any]:
+    """Simulate every ``parts``-th stage of the scale bench's year (from ``part``) into ``out``, keyed lines.
+
+    Each stage's stream depends only on its spec, the seed and its index (``_stage_stream``, the
+    per-stage generator ``simulate_many`` merges), so the stages can be simulated in separate processes
+    and merged afterwards (bench/scale_bench.py ``generate``): the same lines, in the same order, on both
+    cores.
+    """
+    from bench.scale_campaigns import scale_specs
+    from ingest.simulator import _stage_stream  # simulate_many without its merge: it drops the sort key
+    from schemas.events import encode_event
+
+    specs = scale_specs(jobs, files_per_job)
+    streams = [_stage_stream(spec, seed, i, None) for i, spec in enumerate(specs) if i % parts == part]
+    n = 0
+    with open(out, "wb") as fh:
+        for delivery, index, seq, copy, ev in heapq.merge(*streams):
+            fh.write(sim_key(delivery, index, seq, copy) + encode_event(ev) + b"\n")
+            n += 1
+            if n % 1_000_000 == 0:
+                _progress(f"{n:,} events simulated")
+    return {"events": n, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def stats_ms(samples: list[float]) -> dict[str, float]:

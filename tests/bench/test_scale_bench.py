@@ -170,3 +170,17 @@ def test_budget_and_step_table_end_to_end(tmp_path: Path, capsys: pytest.Capture
     assert "1 run(s), stopped by the time budget  [goal < 50 ms" in text
     assert [r["step"] for r in fig["steps"]] == ["simulate", "replay chdb", "reads chdb"]
     assert 0 < fig["wall_s"] < 600 and "total wall time" in text
+
+
+def test_simulating_in_two_processes_writes_the_same_lines_as_one(tmp_path: Path) -> None:
+    """The parts are merged in simulate_many's order: byte for byte the single-process stream."""
+    from bench.scale_campaigns import scale_specs
+    from ingest.simulator import simulate_many
+    from schemas.events import encode_event
+
+    out = tmp_path / "two.jsonl"
+    n = scale_bench.generate(12_000, 3.0, 5, out, parts=2)  # 2 stages: a finished and a running one
+    expected = b"".join(encode_event(ev) + b"\n" for ev in simulate_many(scale_specs(12_000, 3.0), 5))
+    got = out.read_bytes()
+    assert n == expected.count(b"\n") and got == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["two.jsonl"]  # parts and temporary file removed
