@@ -42,6 +42,8 @@ class FileFacts:
     last_ts: float = 0.0
     located_ts: float | None = None  # first output_located
     last_located_ts: float | None = None  # latest output_located (progress)
+    declared_ts: float | None = None  # first output_declared
+    later_parents: dict[str, float] | None = None  # parents first named after declared_ts -> that time
 
 
 def file_facts(events: Sequence[FileEvent]) -> FileFacts:
@@ -59,8 +61,18 @@ def file_facts(events: Sequence[FileEvent]) -> FileFacts:
             elif t == "delivered":
                 f.deliveries += 1
         elif t == "output_declared":
-            f.declared_output = True
-            parents.update(ev.parents or ())
+            if not f.declared_output:
+                f.declared_output = True
+                f.declared_ts = ev.ts
+                parents.update(ev.parents or ())
+            else:
+                for p in ev.parents or ():
+                    if p not in parents:
+                        parents.add(p)
+                        if ev.ts > f.declared_ts:  # type: ignore[operator]
+                            if f.later_parents is None:
+                                f.later_parents = {}
+                            f.later_parents[p] = ev.ts
         elif t == "output_located":
             if not f.located:
                 f.located_ts = ev.ts
@@ -70,6 +82,31 @@ def file_facts(events: Sequence[FileEvent]) -> FileFacts:
                 f.location = ev.location
     f.parents = frozenset(parents)
     return f
+
+
+def located_for(out: FileFacts, parent: str) -> float | None:
+    """When output ``out`` made ``parent`` located: the later of its first `output_declared` naming the
+    parent and its first `output_located`; None while it does not (not located, or not naming it).
+
+    Why both: an output locates its parent only once it is both declared as the parent's output and
+    located, whichever of the two events comes first (a location may arrive before its declaration).
+    """
+    if out.located_ts is None or parent not in out.parents:
+        return None
+    named = out.declared_ts if out.later_parents is None else out.later_parents.get(parent, out.declared_ts)
+    return max(named, out.located_ts)  # type: ignore[type-var]
+
+
+def input_located_ts(name: str, outputs: Iterable[FileFacts]) -> float | None:
+    """An input file's *located time*: when it entered files_located, the earliest located_for over the
+    outputs naming it (None: not located). It depends only on events with ts <= itself, so the located
+    time of a file as it stood at T is this one when it is <= T (the forecast's window counts on it)."""
+    best: float | None = None
+    for out in outputs:
+        t = located_for(out, name)
+        if t is not None and (best is None or t < best):
+            best = t
+    return best
 
 
 def input_bucket(facts: FileFacts, outputs: Iterable[FileFacts]) -> str:

@@ -7,12 +7,16 @@ the last digit, like processors.numbers.ratio_pct.
 An input file's *located time* is the moment it entered the files_located bucket: the earliest, over
 its outputs that are located, of the later of that output's first `output_declared` naming it and
 its first `output_located` (the location may arrive before the declaration). So the located time of
-a file at T only depends on events with ts <= T, as every number does.
+a file at T only depends on events with ts <= T, as every number does. It is defined once, in
+processors.files.input_located_ts, and precomputed in each input's file_state row
+(`input_located_ts`): the SQL counts a window over that column instead of joining raw events.
 """
 
 from __future__ import annotations
 
 from typing import Any, Iterable
+
+from processors.files import input_located_ts
 
 DEFAULT_RATE_WINDOW_H = 6.0
 HOUR_S = 3600
@@ -21,27 +25,6 @@ HOUR_S = 3600
 def window_seconds(hours: float) -> int:
     """The rate window in whole seconds (the integer the SQL and Python formulas share); at least 1."""
     return max(1, round(hours * HOUR_S))
-
-
-def input_located_ts(input_name: str, outputs: Iterable[Any]) -> float | None:
-    """When an input file became located, from its outputs' sorted event lists (None: not located).
-
-    ``outputs``: for each output naming it, the output's events sorted by (ts, type rank, event_id).
-    """
-    best: float | None = None
-    for events in outputs:
-        declared = located = None
-        for ev in events:
-            if declared is None and ev.type == "output_declared" and input_name in (ev.parents or ()):
-                declared = ev.ts
-            elif located is None and ev.type == "output_located":
-                located = ev.ts
-        if declared is None or located is None:
-            continue
-        t = max(declared, located)
-        if best is None or t < best:
-            best = t
-    return best
 
 
 def located_rate_per_h(located_in_window: int, window_s: int) -> float:
@@ -67,12 +50,11 @@ def forecast(located_times: Iterable[float | None], remaining: int, as_of: float
 def stage_forecast(stage: Any, as_of: float, window_s: int) -> dict[str, Any]:
     """The forecast of an Engine stage (processors.stage.StageState): what FORECAST_SQL gives for it."""
     stage.settle()
-    files = stage.files
     times = []
-    for name, ent in files.items():
+    for name, ent in stage.files.items():
         if ent.view is None or not ent.view.is_input:
             continue
-        times.append(input_located_ts(name, [files[o].events for o in stage.children.get(name, ())]))
+        times.append(input_located_ts(name, stage.outputs_of(name)))
     located = sum(1 for t in times if t is not None)
     return forecast(times, len(times) - located, as_of, window_s)
 

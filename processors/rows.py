@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Iterator
 
+from processors import files as filemod
 from processors.jobs import JobSummary
 from processors.numbers import RESTART_CAUSES, core_hours, ratio_pct
 from schemas.events import FileEvent, JobEvent
@@ -64,6 +65,7 @@ def file_row(st: "StageState", name: str) -> dict[str, Any]:
         "parents": sorted(f.parents), "outputs": sorted(st.children.get(name, ())),
         "consumed": int(f.consumed), "disposition": f.disposition or "", "disposition_job": f.disposition_job or "",
         "deliveries": f.deliveries, "first_ts": f.first_ts, "last_ts": f.last_ts, "located_ts": f.located_ts,
+        "input_located_ts": filemod.input_located_ts(name, st.outputs_of(name)) if f.is_input else None,
         "version": ent.version,
     }
 

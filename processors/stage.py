@@ -266,7 +266,9 @@ class StageState:
                 old = ent.view
                 ent.view = facts = filemod.file_facts(ent.events)
                 refresh.add(name)
-                if old is None or old.parents != facts.parents or old.located != facts.located:
+                if (old is None or old.parents != facts.parents or old.located != facts.located
+                        or old.located_ts != facts.located_ts or old.declared_ts != facts.declared_ts
+                        or old.later_parents != facts.later_parents):  # what the parents' rows show moved
                     for parent in facts.parents:
                         if old is None or parent not in old.parents:
                             self.children.setdefault(parent, set()).add(name)
@@ -312,7 +314,7 @@ class StageState:
         new: dict[str, int] = {"events": facts.events}
         if facts.is_input:
             new["input_files"] = 1
-            ent.bucket = filemod.input_bucket(facts, self._outputs_of(name))
+            ent.bucket = filemod.input_bucket(facts, self.outputs_of(name))
             new[ent.bucket] = 1
         if facts.declared_output:
             new["outputs_declared"] = 1
@@ -321,7 +323,8 @@ class StageState:
         ent.version = self.file_version(name)
         return new
 
-    def _outputs_of(self, name: str) -> list[filemod.FileFacts]:
+    def outputs_of(self, name: str) -> list[filemod.FileFacts]:
+        """The facts of the outputs naming ``name`` as a parent (its bucket and located time come from them)."""
         return [self.files[o].view for o in self.children.get(name, ())]
 
     # -- reading -----------------------------------------------------------------------------------

@@ -93,6 +93,7 @@ class Link(msgspec.Struct, array_like=True, frozen=True):
     version: int  # the child's own version (processors.stage.entity_version): grows with its state
     located: bool
     gone: bool = False  # the child no longer names this parent (a winning conflicting copy took it away)
+    located_at: float | None = None  # when the child made this parent located (processors.files.located_for)
 
 
 class LinkBatch(msgspec.Struct, array_like=True):
@@ -235,19 +236,21 @@ class _FileValue(msgspec.Struct, array_like=True):
     hashed: bool = False  # _Events.hashed (a default: state written before it existed decodes as False)
     former: list[str] = []  # parents this file named until a winning copy replaced the naming event
     retracted: list[tuple[str, int]] = []  # outputs that no longer name this file, with their link version
+    # children's located_for times, in the order of ``children`` (state written before it: none known)
+    children_located_at: list[float | None] = []
 
 
 _file_value_decoder = msgspec.msgpack.Decoder(_FileValue)
 
 
 class FileEntity(_Events):
-    """A file's state: its distinct events, and the newest (version, located) of each output naming it."""
+    """A file's state: its distinct events, and the newest (version, located, located_at) of each output naming it."""
 
     __slots__ = ("children", "_children_sum", "former", "retracted")
 
     def __init__(self) -> None:
         super().__init__()
-        self.children: dict[str, tuple[int, bool]] = {}
+        self.children: dict[str, tuple[int, bool, float | None]] = {}
         self._children_sum = 0  # of the children's and the retracted outputs' link versions
         self.former: set[str] = set()  # parents it no longer names: they get a `gone` link with every re-send
         self.retracted: dict[str, int] = {}  # outputs that no longer name it -> version of that news
@@ -261,7 +264,8 @@ class FileEntity(_Events):
                 ev = _file_decoder.decode(line)
                 ent._insert(filemod.sort_key(ev), ev, line)
             ent.hashed = val.hashed
-            ent.children = {c: (v, loc) for c, v, loc in val.children}
+            at = val.children_located_at if len(val.children_located_at) == len(val.children) else None
+            ent.children = {c: (v, loc, at[i] if at is not None else None) for i, (c, v, loc) in enumerate(val.children)}
             ent.former = set(val.former)
             ent.retracted = dict(val.retracted)
             ent._children_sum = sum(v for _, v, _ in val.children) + sum(ent.retracted.values())
@@ -270,7 +274,8 @@ class FileEntity(_Events):
     def add(self, ev: FileEvent) -> "bool | Conflict":
         return self._insert(filemod.sort_key(ev), ev, encode_event(ev))
 
-    def link(self, child: str, version: int, located: bool, gone: bool = False) -> bool:
+    def link(self, child: str, version: int, located: bool, gone: bool = False,
+             located_at: float | None = None) -> bool:
         """Record an output's facts (or that it no longer names this file) if newer than what is known;
         False for a stale or repeated link."""
         old = self.children.get(child)
@@ -281,7 +286,7 @@ class FileEntity(_Events):
             self.children.pop(child, None)
             self.retracted[child] = version
         else:
-            self.children[child] = (version, located)
+            self.children[child] = (version, located, located_at)
             self.retracted.pop(child, None)
         self._children_sum += version - old_version  # retracted versions stay: the version never goes down
         return True
@@ -292,8 +297,10 @@ class FileEntity(_Events):
         return self.own_version + self._children_sum
 
     def encode(self) -> bytes:
-        return _msgpack.encode(_FileValue(self.lines, [(c, v, loc) for c, (v, loc) in sorted(self.children.items())],
-                                          self.hashed, sorted(self.former), sorted(self.retracted.items())))
+        children = sorted(self.children.items())
+        return _msgpack.encode(_FileValue(self.lines, [(c, v, loc) for c, (v, loc, _) in children],
+                                          self.hashed, sorted(self.former), sorted(self.retracted.items()),
+                                          [at for _, (_, _, at) in children]))
 
 
 class _Out(NamedTuple):
@@ -377,13 +384,19 @@ def file_contribution(name: str, ent: FileEntity, facts: filemod.FileFacts) -> t
     bucket = ""
     if facts.is_input:
         new["input_files"] = 1
-        bucket = filemod.input_bucket(facts, [_Out(loc) for _, loc in ent.children.values()])  # type: ignore[misc]
+        bucket = filemod.input_bucket(facts, [_Out(loc) for _, loc, _ in ent.children.values()])  # type: ignore[misc]
         new[bucket] = 1
     if facts.declared_output:
         new["outputs_declared"] = 1
     if facts.located:
         new["outputs_located"] = 1
     return Contribution("file:" + name, ent.version, new, facts.first_ts, facts.last_ts, facts.last_located_ts), bucket
+
+
+def input_located_at(ent: FileEntity) -> float | None:
+    """The input's located time (processors.files.input_located_ts) from its children's links."""
+    times = [at for _, _, at in ent.children.values() if at is not None]
+    return min(times) if times else None
 
 
 def file_state_row(campaign: str, stage: str, name: str, ent: FileEntity, facts: filemod.FileFacts,
@@ -397,6 +410,7 @@ def file_state_row(campaign: str, stage: str, name: str, ent: FileEntity, facts:
         "consumed": int(facts.consumed), "disposition": facts.disposition or "",
         "disposition_job": facts.disposition_job or "", "deliveries": facts.deliveries,
         "first_ts": facts.first_ts, "last_ts": facts.last_ts, "located_ts": facts.located_ts,
+        "input_located_ts": input_located_at(ent) if facts.is_input else None,
         "version": ent.version,
     }
 
@@ -431,7 +445,7 @@ def apply_file_inputs(state: Mapping[str, bytes], events: Sequence[FileEvent], l
         t[5] = True
     for link in links:
         t = entity(link.campaign, link.stage, link.parent)
-        if t[3].link(link.child, link.version, link.located, link.gone):
+        if t[3].link(link.child, link.version, link.located, link.gone, link.located_at):
             t[4] = True
         else:
             out.stale_links += 1
@@ -446,7 +460,8 @@ def apply_file_inputs(state: Mapping[str, bytes], events: Sequence[FileEvent], l
         if own and (facts.parents or ent.former):
             version = ent.own_version
             for parent in sorted(facts.parents):
-                out.links.append(Link(campaign, stage, parent, name, version, facts.located))
+                out.links.append(Link(campaign, stage, parent, name, version, facts.located, False,
+                                      filemod.located_for(facts, parent)))
             for parent in sorted(ent.former):  # re-sent like the others: a lost one is sent again
                 out.links.append(Link(campaign, stage, parent, name, version, False, True))
         contribution, bucket = file_contribution(name, ent, facts)

@@ -275,34 +275,19 @@ FROM (
 ) AS n ANY LEFT JOIN (
     SELECT campaign, stage, toUInt64(count()) AS located_in_window
     FROM (
-        SELECT campaign, stage, input, min(t) AS located_input_ts
-        FROM (
-            SELECT campaign, stage, p AS input, greatest(declared, located) AS t
-            FROM (
-                SELECT campaign, stage, entity AS o, arrayJoin(parents) AS p, min(ts) AS declared
-                FROM raw_events FINAL
-                WHERE {where} AND kind = 'file' AND type = 'output_declared'
-                GROUP BY campaign, stage, o, p
-            ) AS d ALL INNER JOIN (
-                SELECT campaign, stage, entity AS o, min(ts) AS located
-                FROM raw_events FINAL
-                WHERE {where} AND kind = 'file' AND type = 'output_located'
-                GROUP BY campaign, stage, o
-            ) AS l USING (campaign, stage, o)
-        ) AS t
-        GROUP BY campaign, stage, input
-    ) AS li ALL INNER JOIN (
-        SELECT DISTINCT campaign, stage, entity AS input
-        FROM raw_events
-        WHERE {where} AND kind = 'file' AND type = 'input_declared'
-    ) AS i USING (campaign, stage, input)
-    WHERE located_input_ts > {as_of} - {window_s} AND located_input_ts <= {as_of}
+        SELECT campaign, stage, is_input, input_located_ts
+        FROM file_state FINAL
+        WHERE {where}
+    ) AS f
+    WHERE is_input = 1 AND input_located_ts > {as_of} - {window_s} AND input_located_ts <= {as_of}
     GROUP BY campaign, stage
 ) AS w USING (campaign, stage)
 ORDER BY campaign, stage
 """
 """The forecast of each stage (processors.numbers.FORECAST_NUMBERS, processors.forecast): input files whose
-located time is in (as_of - window, as_of], their rate per hour, and the ETA of the rest at that rate."""
+located time (file_state.input_located_ts, precomputed: no raw events are read) is in (as_of - window, as_of],
+their rate per hour, and the ETA of the rest at that rate. The window filter is outside the FINAL subquery
+so only each file's newest row is tested (an older row's located time must not count)."""
 
 
 def sites_sql(campaign: str | None = None, stage: str | None = None) -> str:

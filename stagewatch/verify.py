@@ -69,8 +69,8 @@ FILE_COLUMNS: tuple[tuple[str, str], ...] = (
     ("located", "located"), ("last_location", "location"), ("output_parents", "parents"),
     ("outputs_of", "outputs"), ("consumed", "consumed"), ("disposition", "disposition"),
     ("disposition_job", "disposition_job"), ("deliveries", "deliveries"), ("first_ts", "first_ts"),
-    ("last_ts", "last_ts"), ("located_ts", "located_ts"))
-NULLABLE = frozenset({"exit_code", "signal", "submitted_ts", "located_ts"})
+    ("last_ts", "last_ts"), ("located_ts", "located_ts"), ("input_located_ts", "input_located_ts"))
+NULLABLE = frozenset({"exit_code", "signal", "submitted_ts", "located_ts", "input_located_ts"})
 
 @dataclass
 class VerifyReport:

@@ -113,6 +113,7 @@ CREATE TABLE IF NOT EXISTS file_state (
     first_ts Float64,
     last_ts Float64,
     located_ts Nullable(Float64),
+    input_located_ts Nullable(Float64),  -- an input's located time (processors.files.input_located_ts)
     version UInt64
 ) ENGINE = ReplacingMergeTree(version) ORDER BY (campaign, stage, file);
 

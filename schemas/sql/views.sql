@@ -84,6 +84,7 @@ SELECT
     -- the other columns of a file_state row (verify compares whole rows):
     consumed, disposition, disposition_job, deliveries, last_location, output_parents,
     if(located = 1, toNullable(located_at), NULL) AS located_ts,
+    if(is_input = 1 AND has_located_output = 1, toNullable(input_located_at), NULL) AS input_located_ts,
     arraySort(output_list) AS outputs_of
 FROM
 (
@@ -113,16 +114,20 @@ FROM
 ANY LEFT JOIN
 (
     SELECT campaign, stage, parent AS file, max(output_located) AS has_located_output, 1 AS has_declared_output,
-           groupUniqArray(output) AS output_list
+           groupUniqArray(output) AS output_list,
+           -- processors.files.input_located_ts: the earliest over located outputs of the later of the
+           -- output's first declaration naming this parent and its first location
+           minIf(greatest(named_ts, output_located_at), output_located = 1) AS input_located_at
     FROM
     (
-        SELECT campaign, stage, entity AS output, arrayJoin(parents) AS parent
+        SELECT campaign, stage, entity AS output, arrayJoin(parents) AS parent, min(ts) AS named_ts
         FROM raw_events FINAL
         WHERE kind = 'file' AND type = 'output_declared'
+        GROUP BY campaign, stage, output, parent
     ) AS links
     ANY LEFT JOIN
     (
-        SELECT campaign, stage, entity AS output, 1 AS output_located
+        SELECT campaign, stage, entity AS output, 1 AS output_located, min(ts) AS output_located_at
         FROM raw_events FINAL
         WHERE kind = 'file' AND type = 'output_located'
         GROUP BY campaign, stage, entity

@@ -87,7 +87,42 @@ class Sql:
         return self.statement.split("(")[0].strip()[:80]
 
 
-Op = Union[AddColumn, Sql]
+@dataclass(frozen=True)
+class RewriteStateRows:
+    """Write every stage's job, attempt, file and stage rows again from its stored raw events.
+
+    Why: a new derived column (e.g. file_state.input_located_ts) has no value in rows written before it;
+    the raw events hold everything, and the Engine derives every row from them exactly as a replay does.
+    One stage at a time (memory is bounded by the largest stage). A rewritten row has the same version as
+    the row it replaces, and ReplacingMergeTree keeps the last inserted of equal versions, so the new row
+    is the one read (tests/stagewatch/test_migrate.py checks it on chDB and on ClickHouse 18.16). Safe to
+    run twice: the second run writes the same rows again.
+    """
+
+    why: str
+
+    def run(self, store: "Store") -> None:
+        from processors.engine import Engine
+        from stagewatch.sink import StoreSink
+
+        keys = [(r["campaign"], r["stage"]) for r in
+                store.query("SELECT DISTINCT campaign, stage FROM raw_events ORDER BY campaign, stage")]
+        for i, key in enumerate(keys, 1):
+            engine = Engine()
+            for ev in store.load_events([key]):
+                engine.apply(ev)
+            engine.take_conflicts()  # resolved again the same way; recorded when they first arrived
+            sink = StoreSink(store)
+            sink.add_dirty(engine)
+            rows = sink.flush()
+            log.info("store.rows_rewritten campaign=%s stage=%s rows=%d stage_n=%d of=%d", key[0], key[1], rows,
+                     i, len(keys))
+
+    def __str__(self) -> str:
+        return f"rewrite every state row from the raw events ({self.why})"
+
+
+Op = Union[AddColumn, Sql, RewriteStateRows]
 
 
 @dataclass(frozen=True)
@@ -115,8 +150,11 @@ STEPS: tuple[Step, ...] = (
         AddColumn("job_attempts", "cpu_terminations", "UInt32", after="restart_cause"),
         AddColumn("job_attempts", "cpu_ms", "UInt64", after="cpu_terminations"),
         AddColumn("job_attempts", "core_wall_ms", "UInt64", after="cpu_ms"),
-        # rows written before this step hold no hold or per-site facts: `stagewatch replay` of the same
-        # files (nothing counts twice) or `stagewatch verify` shows what differs
+        # rows written before this step hold no hold or per-site facts: step 4 rewrites them
+    )),
+    Step(4, "each input file's located time precomputed for the forecast (`status` ETA, located/h)", (
+        AddColumn("file_state", "input_located_ts", "Nullable(Float64)", after="located_ts"),
+        RewriteStateRows("input_located_ts, and the hold and per-site facts of rows written before step 3"),
     )),
 )
 

@@ -333,9 +333,9 @@ def test_entity_codecs_round_trip() -> None:
     assert [e.type for e in back.events] == ["submitted", "started"] and back.encode() == j.encode()
     f = FileEntity()
     f.add(file("in9", "input_declared", T0 + 1))
-    assert f.link("o", 2, True) and not f.link("o", 2, False) and not f.link("o", 1, False)
+    assert f.link("o", 2, True, located_at=T0 + 7) and not f.link("o", 2, False) and not f.link("o", 1, False)
     g = FileEntity.decode(f.encode())
-    assert g.children == {"o": (2, True)} and g.version == VERSION_UNIT + 2 and g.encode() == f.encode()
+    assert g.children == {"o": (2, True, T0 + 7)} and g.version == VERSION_UNIT + 2 and g.encode() == f.encode()
 
 
 def test_stage_row_version_grows_with_every_accepted_contribution() -> None:

@@ -17,6 +17,8 @@ import pytest
 
 from ingest.simulator import PRESETS, simulate_many
 from processors.engine import Engine
+from processors.files import input_located_ts
+from processors.forecast import stage_forecast, window_seconds
 from stagewatch.reading import read_status
 from stagewatch.replay import replay_events
 from stagewatch.store import StoreError, open_store
@@ -148,7 +150,13 @@ def _check_upgrade(capsys, url: str, fresh_url: str, events) -> None:
     with open_store(url, create=False) as st:
         assert migrations.stored_version(st) == migrations.CURRENT_VERSION
         assert read_status(st, as_of=AS_OF)["stages"] == want
-        assert verify(st).ok
+        assert verify(st).ok  # every row, input_located_ts included: rewritten from the raw events (step 4)
+        # the forecast reads the precomputed located times: the same as the Engine's, in a window that counts
+        as_of = _busiest_located_moment(engine)
+        got = {(s["campaign"], s["stage"]): (s["located_rate_per_h"], s["eta"])
+               for s in read_status(st, as_of=as_of, forecast=True)["stages"]}
+        expect = {k: tuple(stage_forecast(s, as_of, window_seconds(6)).values()) for k, s in engine.stages.items()}
+        assert got == expect and any(rate > 0 for rate, _ in got.values()), (got, expect)
         migrated = (_columns(st), _tables(st))
     with open_store(fresh_url) as fresh:  # (chDB: one data path per process at a time)
         assert migrated == (_columns(fresh), _tables(fresh))  # a migrated store has exactly a new store's columns
@@ -156,6 +164,14 @@ def _check_upgrade(capsys, url: str, fresh_url: str, events) -> None:
     assert code == 0 and "nothing to do" in flat(out)
     code, out, err = run_cli(capsys, "status", "--store", url)
     assert code == 0, err
+
+
+def _busiest_located_moment(engine: Engine) -> float:
+    """A moment whose 6-hour window holds located inputs (the median input located time)."""
+    times = sorted(t for s in engine.stages.values() for name, ent in s.files.items()
+                   if ent.view.is_input and (t := input_located_ts(name, s.outputs_of(name))) is not None)
+    assert times, "the scenario locates no input"
+    return times[len(times) // 2]
 
 
 def test_chdb_store_of_version_1_is_refused_then_migrated(capsys, tmp_path, events):
