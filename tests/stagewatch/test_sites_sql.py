@@ -13,6 +13,7 @@ from collections import Counter
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ingest import simulator
 from processors.engine import Engine
@@ -102,3 +103,45 @@ def test_simulated_campaign(store):
 def test_random_scenarios(store, scenario):
     events, at = scenario
     check(store, events, at, 0.002)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sited_scenarios(), st.randoms(use_true_random=False))
+def test_random_scenarios_replayed_in_two_parts(store, scenario, rnd):
+    """Rows are rewritten (an earlier output event arriving later moves an input's located time): only each
+    file's newest row is counted by the forecast window, on both stores."""
+    events, at = scenario
+    c = f"{_RUN}c{next(_n)}"
+    events = renamed(events, c)
+    rnd.shuffle(events)
+    cut = rnd.randint(0, len(events))
+    replay_events(store, events[:cut])
+    replay_events(store, events[cut:])
+    engine = Engine()
+    engine.apply_all(events)
+    got = reading.read_forecast(store, c, as_of=at, rate_window_h=0.002)
+    assert got == {(c, s): stage_forecast(stg, at, window_seconds(0.002)) for (cc, s), stg in engine.stages.items()
+                   if cc == c}
+    assert reading.read_sites(store, c) == python_sites(engine, c)
+
+
+def test_a_located_time_moved_earlier_leaves_the_window(store):
+    """The row written first has the input located inside the window; an output_declared with an earlier ts
+    arrives later and moves the located time before the window: the forecast counts nothing."""
+    from schemas.events import FileEvent
+
+    c = f"{_RUN}c{next(_n)}"
+    t0 = 1_700_000_000.0
+
+    def fev(eid, typ, ts, file, **kw):
+        return FileEvent(event_id=eid, ts=ts, campaign=c, stage="s", type=typ, file=file, **kw)
+
+    first = [fev("i", "input_declared", t0, "in.root"),
+             fev("d2", "output_declared", t0 + 7200, "out.root", parents=["in.root"]),
+             fev("l", "output_located", t0 + 100, "out.root", location="enstore:/x")]
+    replay_events(store, first)
+    window_h = 1.0
+    assert reading.read_forecast(store, c, as_of=t0 + 7300, rate_window_h=window_h)[(c, "s")]["located_rate_per_h"] == 1.0
+    replay_events(store, [fev("d1", "output_declared", t0 + 50, "out.root", parents=["in.root"])])
+    assert reading.read_forecast(store, c, as_of=t0 + 7300, rate_window_h=window_h)[(c, "s")]["located_rate_per_h"] == 0.0
+    assert reading.read_forecast(store, c, as_of=t0 + 200, rate_window_h=window_h)[(c, "s")]["located_rate_per_h"] == 1.0
