@@ -3,12 +3,26 @@
 Why a separate store: a number "at T" must be computed from exactly the raw events with ``ts <= T``
 (event time, not arrival time) by the same definitions as now, with T also the clock of the stall rule.
 The current-state tables only hold the state after *all* events, and a job's or file's state at T
-is not a column of it. The simplest exact way is the definition itself: replay those raw events into
-an empty, ephemeral chDB store with the same Engine and run the same reading functions (the same SQL)
-on it. By construction that equals replaying only those events into an empty store (the property test
-in tests/stagewatch/test_timetravel.py checks it).
+is not a column of it. The exact way is the definition itself: apply those raw events to the same
+Engine and read the numbers through the same reading functions (the same SQL). By construction that
+equals replaying only those events into an empty store (the property tests in
+tests/stagewatch/test_timetravel.py and test_timetravel_fast.py check it).
 
-Read commands never create anything in the user's store: the events are read with one SELECT and the
+What makes it fast (measured on the demo store, see the module's tests and the report of issue 10):
+
+* A stage whose every stored event has ``ts <= T`` (and whose stored stage row is current: it counts
+  exactly the stored distinct events, and no conflicting copy was recorded for it) stood at T exactly
+  as it stands now, so it is read from the user's store as it is. When every selected stage is such a
+  stage, the view *is* the user's store: no event is read at all.
+* The other stages' events are applied to an Engine in memory (no replay through the store), and
+  `status --at` takes its numbers from it directly (StageState.numbers, processors.forecast.stage_forecast):
+  no ephemeral store at all.
+* The other read commands get an ephemeral chDB store whose tables are written lazily, each in one bulk
+  insert, the first time a query names them: `files --at` writes file_state only, `jobs --at`
+  job_state, and raw_events (the biggest) is written only for a query that reads it (forecast, `job`,
+  `--by submission`, the report's series).
+
+Read commands never create anything in the user's store: the events are read with SELECTs and the
 ephemeral store is a temporary directory, deleted afterwards (also on errors).
 
 chDB allows one data path per process (a second ``Session(path)`` is refused while one is open), so
@@ -19,14 +33,18 @@ re-opened afterwards (read-only: nothing is created); a ClickHouse server store 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import re
 import shutil
 import tempfile
 import time
-from typing import Any, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Iterator, Sequence
 
 from processors.engine import Engine
-from processors.rows import event_from_raw_row
+from processors.rows import RAW_COLUMNS, event_from_raw_row, raw_event_row
+from schemas.events import raw_from_text
 from schemas.queries import literal, where
 from stagewatch.store.base import Store
 
@@ -37,6 +55,8 @@ EVENT_COLUMNS = ("kind, entity, event_id, ts, campaign, stage, type, submission,
                  "cpu_user_s, cpu_sys_s, wall_s, cores, reason, site, host, hold_code, hold_subcode, parents, "
                  "location")
 
+StageKey = tuple[str, str]
+
 
 def events_until(store: Store, at: float | None, campaign: str | None = None, stage: str | None = None) -> list[Any]:
     """Every stored raw event of the selected stages with ``ts <= at``, sorted by (ts, event_id).
@@ -44,10 +64,17 @@ def events_until(store: Store, at: float | None, campaign: str | None = None, st
     Copies of one event may appear (raw_events is read without FINAL): the Engine counts them once.
     The sort only makes the result deterministic; the Engine is order independent.
     """
-    until = "" if at is None else f" AND ts <= {literal(float(at))}"  # None: every event
-    rows = store.query(f"SELECT {EVENT_COLUMNS} FROM raw_events WHERE {where(campaign, stage)}{until}")
-    events = [event_from_raw_row(r) for r in rows]
+    events = _read_events(store, [where(campaign, stage)], at)
     events.sort(key=lambda e: (e.ts, e.event_id))
+    return events
+
+
+def _read_events(store: Store, wheres: Iterable[str], at: float | None) -> list[Any]:
+    """The raw events (ts <= at; None: all) of each `where` clause, unsorted."""
+    until = "" if at is None else f" AND ts <= {literal(float(at))}"
+    events: list[Any] = []
+    for w in wheres:
+        events.extend(map(event_from_raw_row, store.query(f"SELECT {EVENT_COLUMNS} FROM raw_events WHERE {w}{until}")))
     return events
 
 
@@ -57,6 +84,191 @@ def engine_at(store: Store, at: float, campaign: str | None = None, stage: str |
     engine.apply_all(events_until(store, at, campaign, stage))
     engine.take_conflicts()
     return engine
+
+
+# ------------------------------------------------------------------------- which stages need events
+@dataclass
+class Split:
+    """The selected stages that have events with ts <= at: `done` ones stood at `at` as they stand now
+    (read from the user's store as they are), `partial` ones need their events up to `at` replayed."""
+
+    done: list[StageKey] = field(default_factory=list)
+    partial: list[StageKey] = field(default_factory=list)
+
+
+def split_stages(store: Store, at: float, campaign: str | None = None, stage: str | None = None) -> Split:
+    """Sort the selected stages by what `at` needs of them (stages with no event at or before `at` are absent).
+
+    A stage is `done` when its last stored event has ts <= at, its stored stage row counts exactly its
+    distinct stored events (the invariant stagewatch.replay relies on: the stage row is written last, so
+    then every state row of the stage is current) and no conflicting copy of one of its events was recorded
+    (a replay killed after a winning copy's raw row may leave an entity row stale with the same count).
+    Three stage-wide queries, whatever the number of events.
+    """
+    w = where(campaign, stage)
+    t = literal(float(at))
+    seen = store.query(f"SELECT campaign, stage, max(ts) <= {t} AS done, uniqExact(kind, entity, event_id) AS n "
+                       f"FROM raw_events WHERE {w} AND ts <= {t} GROUP BY campaign, stage")
+    if not seen:
+        return Split()
+    later = {(r["campaign"], r["stage"]) for r in store.query(
+        f"SELECT DISTINCT campaign, stage FROM raw_events WHERE {w} AND ts > {t}")}
+    rows = {(r["campaign"], r["stage"]): int(r["events"]) for r in store.query(
+        f"SELECT campaign, stage, events FROM stage_numbers FINAL WHERE {w}")}
+    conflicted = conflicted_stages(store)
+    out = Split()
+    for r in seen:
+        key = (r["campaign"], r["stage"])
+        if key not in later and rows.get(key) == int(r["n"]) and key not in conflicted:
+            out.done.append(key)
+        else:
+            out.partial.append(key)
+    out.done.sort()
+    out.partial.sort()
+    return out
+
+
+def conflicted_stages(store: Store) -> set[StageKey]:
+    """Stages named by a conflicting-copy dead letter (stagewatch.replay.CONFLICT_REASON_PREFIX)."""
+    from stagewatch.replay import CONFLICT_REASON_PREFIX
+
+    like = literal(CONFLICT_REASON_PREFIX.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%") + "%")
+    out: set[StageKey] = set()
+    for row in store.query(f"SELECT DISTINCT raw FROM dead_letter WHERE reason LIKE {like}"):
+        try:
+            d = json.loads(raw_from_text(row["raw"]))
+            out.add((d["campaign"], d["stage"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue  # not an event of ours: it names no stage
+    return out
+
+
+def partial_engine(store: Store, at: float, keys: Sequence[StageKey]) -> Engine:
+    """An Engine holding exactly the events with ts <= at of these stages (one query per stage: each reads
+    only its stage, by the primary key)."""
+    engine = Engine()
+    from stagewatch.replay import relaxed_gc
+
+    with relaxed_gc():
+        engine.apply_all(_read_events(store, (where(c, s) for c, s in keys), at))
+    engine.take_conflicts()  # resolved the way the replay resolves them: recorded when they arrived
+    return engine
+
+
+# ------------------------------------------------------------------------------------- status --at
+def status_at(store: Store, at: float, campaign: str | None = None, stage: str | None = None, *,
+              as_of: float | None = None, threshold_s: float | None = None,
+              rate_window_h: float | None = None) -> dict[str, Any]:
+    """What `reading.read_status(store_at(...), forecast=True)` gives, without any ephemeral store.
+
+    Done stages come from the user's store through read_status itself (the SQL); the others from an
+    Engine holding their events up to `at`: StageState.numbers and processors.forecast.stage_forecast,
+    the Python definitions the SQL is tested against (tests/stagewatch/test_timetravel_fast.py).
+    """
+    from processors.forecast import DEFAULT_RATE_WINDOW_H, stage_forecast, window_seconds
+    from processors.numbers import STALL_THRESHOLD_S
+    from stagewatch.reading import _shape, read_status
+
+    t0 = time.perf_counter()
+    as_of = at if as_of is None else as_of
+    threshold_s = STALL_THRESHOLD_S if threshold_s is None else threshold_s
+    rate_window_h = DEFAULT_RATE_WINDOW_H if rate_window_h is None else rate_window_h
+    split = split_stages(store, at, campaign, stage)
+    stages: list[dict[str, Any]] = []
+    if split.done:
+        done = set(split.done)
+        now = read_status(store, campaign, stage, as_of=as_of, threshold_s=threshold_s, forecast=True,
+                          rate_window_h=rate_window_h)
+        stages += [s for s in now["stages"] if (s["campaign"], s["stage"]) in done]
+    if split.partial:
+        engine = partial_engine(store, at, split.partial)
+        window_s = window_seconds(rate_window_h)
+        for key in sorted(engine.stages):
+            st = engine.stages[key]
+            n = st.numbers(as_of, threshold_s)
+            row = {**n, **{f"restarts_{c}": v for c, v in n["restarts_by_cause"].items()}}
+            shaped = _shape(row)
+            shaped.update(stage_forecast(st, as_of, window_s))
+            stages.append(shaped)
+    stages.sort(key=lambda s: (s["campaign"], s["stage"]))
+    log.info("timetravel.status at=%s done_stages=%d partial_stages=%d seconds=%.2f", at, len(split.done),
+             len(split.partial), time.perf_counter() - t0)
+    return {"as_of": as_of, "stall_threshold_s": threshold_s, "stages": stages, "rate_window_h": rate_window_h}
+
+
+# ----------------------------------------------------------------------------- the ephemeral store
+#: The tables an ephemeral store fills from the Engine, and the views that read raw_events.
+STATE_TABLES = ("job_state", "job_attempts", "file_state", "stage_numbers")
+_RECOUNT_VIEW = re.compile(r"\bv_\w+")
+
+
+class _LazyStore(Store):
+    """A chDB store whose tables are written from an Engine the first time a query names them.
+
+    Why lazy: writing rows costs more than computing them, and each read command needs one or two tables
+    (`files` file_state, `jobs` job_state, `sites` job_state and job_attempts); raw_events, the biggest,
+    only for the queries that read events. Each table is written in one bulk insert.
+    """
+
+    def __init__(self, inner: Store, engine: Engine) -> None:
+        self.inner = inner
+        self.url = inner.url
+        self.engine = engine
+        self._state: dict[str, list[dict[str, Any]]] | None = None
+        self._filled: set[str] = set()
+
+    def _fill_for(self, sql: str) -> None:
+        if len(self._filled) == len(STATE_TABLES) + 1:
+            return
+        wanted = [t for t in ("raw_events", *STATE_TABLES) if t not in self._filled and re.search(rf"\b{t}\b", sql)]
+        if _RECOUNT_VIEW.search(sql) and "raw_events" not in self._filled:
+            wanted.append("raw_events")  # the recount views (schemas/sql/views.sql) read raw_events
+        for table in wanted:
+            t0 = time.perf_counter()
+            n = self._fill(table)
+            self._filled.add(table)
+            log.info("timetravel.table_written table=%s rows=%d seconds=%.2f", table, n, time.perf_counter() - t0)
+
+    def _fill(self, table: str) -> int:
+        if table == "raw_events":
+            rows = list(self._raw_rows())
+            self.inner.insert("raw_events", rows, RAW_COLUMNS)
+            return len(rows)
+        if self._state is None:
+            self._state = {t: [] for t in STATE_TABLES}
+            for t, row in self.engine.dirty_rows():
+                self._state[t].append(row)
+        rows = self._state.pop(table)
+        self.inner.insert(table, rows)
+        return len(rows)
+
+    def _raw_rows(self) -> Iterator[list[Any]]:
+        """The raw row of every event the Engine kept (duplicates once, conflicts resolved: what a replay writes)."""
+        now = time.time()
+        for key in sorted(self.engine.stages):
+            st = self.engine.stages[key]
+            for ents in (st.jobs, st.files):
+                for ent in ents.values():
+                    for ev in ent.events:
+                        yield raw_event_row(ev, "timetravel", now)
+
+    def ensure_schema(self) -> None:
+        self.inner.ensure_schema()
+
+    def query(self, sql: str) -> list[dict[str, Any]]:
+        self._fill_for(sql)
+        return self.inner.query(sql)
+
+    def command(self, sql: str) -> None:
+        self._fill_for(sql)
+        self.inner.command(sql)
+
+    def _insert_rows(self, table: str, columns: list[str], rows: Sequence[Sequence[Any]]) -> None:
+        self._fill_for(table)
+        self.inner.insert(table, rows, columns)
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 @contextlib.contextmanager
@@ -79,26 +291,34 @@ def _user_store_paused(store: Store) -> Iterator[None]:
 
 @contextlib.contextmanager
 def store_at(store: Store, at: float, campaign: str | None = None, stage: str | None = None) -> Iterator[Store]:
-    """An ephemeral store holding the selected stages as they stood at ``at`` (events with ts <= at).
+    """A store holding the selected stages as they stood at ``at`` (events with ts <= at).
 
-    Use the reading functions on it with ``as_of=at`` (the stall clock). Deleted on exit.
+    Use the reading functions on it with ``as_of=at`` (the stall clock). When every selected stage is
+    done at ``at`` (split_stages) that is the user's store itself; otherwise an ephemeral store, deleted
+    on exit, whose tables are written from an Engine when first read (_LazyStore).
     """
-    from stagewatch.replay import replay_events
     from stagewatch.store.chdb_store import ChdbStore
 
     t0 = time.perf_counter()
-    events = events_until(store, at, campaign, stage)
+    split = split_stages(store, at, campaign, stage)
+    if split.done and not split.partial:
+        log.info("timetravel.ready at=%s done_stages=%d store=user seconds=%.2f", at, len(split.done),
+                 time.perf_counter() - t0)
+        yield store
+        return
+    engine = partial_engine(store, at, split.done + split.partial)
     with _user_store_paused(store):
         tmp = tempfile.mkdtemp(prefix="stagewatch-at-")
         try:
-            eph = ChdbStore(tmp, create=True)
-            try:
-                eph.ensure_schema()
-                replay_events(eph, events, source="timetravel")
-                log.info("timetravel.ready at=%s events=%d seconds=%.2f", at, len(events), time.perf_counter() - t0)
+            inner = ChdbStore(tmp, create=True)
+            try:  # closed whatever happens: the user's store cannot re-open while it is open
+                inner.ensure_schema()  # before the wrapper: the schema check's queries need no rows
+                eph = _LazyStore(inner, engine)
+                log.info("timetravel.ready at=%s stages=%d seconds=%.2f", at, len(engine.stages),
+                         time.perf_counter() - t0)
                 yield eph
             finally:
-                eph.close()
+                inner.close()
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
