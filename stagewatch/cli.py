@@ -308,9 +308,14 @@ def _read_status(url: str | None, campaign: str | None, stage: str | None, at: f
     from stagewatch.reading import read_status
 
     with open_read(url) as st:
-        with view_at(st, at, campaign, stage) as view:
-            result = read_status(view, campaign, stage, as_of=clock, threshold_s=threshold_s, forecast=True,
+        if at is None:
+            result = read_status(st, campaign, stage, as_of=clock, threshold_s=threshold_s, forecast=True,
                                  rate_window_h=rate_window_h)
+        else:  # in memory, no ephemeral store: the same numbers as read_status on store_at (tested)
+            from stagewatch.timetravel import status_at
+
+            result = status_at(st, at, campaign, stage, as_of=clock, threshold_s=threshold_s,
+                               rate_window_h=rate_window_h)
         if not result["stages"]:
             require_known(st, campaign, stage)  # one cheap query, only when a filter matched nothing
     result["at"] = at
