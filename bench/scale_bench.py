@@ -1,29 +1,35 @@
 """The million-job figures, side by side with a POMS-style PostgreSQL (issue 9, section 3).
 
-    python bench/scale_bench.py [--jobs 1000000] [--files-per-job 3] [--runs 20] [--skip server,poms]
-                                [--stream] [--partitions 4] [--json figures.json]
+    python bench/scale_bench.py [--jobs 1000000] [--files-per-job 3] [--runs 20] [--time-budget-s 60]
+                                [--skip server,poms] [--stream] [--partitions 4] [--json figures.json]
 
 What it does, printing progress and figures (it asserts nothing about time):
 
 1. simulates ``--jobs`` job ids and ``--files-per-job`` times as many input files over many campaigns and
    stages (bench/scale_campaigns.py: the simulator's rules, evictions, recoveries, duplicates and
-   reordering), written once as JSON lines and cached under $TMPDIR/stagewatch-bench;
+   reordering), in two processes merged in the simulator's order, written once as JSON lines and cached
+   under $TMPDIR/stagewatch-bench;
 2. replays them with the public replay API (``stagewatch.replay.replay_paths``) into a fresh chDB store
-   and into a ClickHouse 18.16 server started on free ports (``stagewatch.devservers``), each replay in
-   a child process whose peak RSS is its memory figure;
-3. times, in a child process per store, median and p95 over ``--runs`` runs (after one warm-up run) of
-   the CLI's reading functions (``stagewatch.reading``): the overview (``status``), ``files --bucket``
-   and ``missing-files`` of the stage with most input files, ``jobs --sort restarts --limit 50``,
-   ``job ID`` (the job with most restarts), and every panel and variable query of the Grafana overview
-   and stage dashboards, expanded as Grafana does (dashboards/macros.py);
+   and into a ClickHouse 18.16 server started on free ports (``stagewatch.devservers``) *at the same
+   time*, each replay in a child process of its own (one core each) whose peak RSS is its memory figure;
+3. times, in a child process per store, one store after the other, median and p95 over ``--runs`` runs
+   (after one warm-up run) of the CLI's reading functions (``stagewatch.reading``) as the CLI calls
+   them: the compact overview (``status``: no forecast query) and ``status --wide/--format json`` (with
+   the forecast), ``files --bucket`` and ``missing-files`` of the stage with most input files, ``jobs
+   --sort restarts --limit 50``, ``job ID`` (the job with most restarts), and every panel and variable
+   query of the Grafana overview and stage dashboards, expanded as Grafana does (dashboards/macros.py).
+   A query stops being timed after ``--time-budget-s`` (warm-up included, at least one timed run): its
+   median is over the runs made, and the output says how many;
 4. loads the same current state into a POMS-style PostgreSQL (bench/poms_pg.py, Debian's PostgreSQL 15
    started and stopped by bench/postgres_server.py) and times the overview computed by joins at page
-   load; prints the ratio to stagewatch's overview, and CHECKS that both give the same numbers, and that
-   chDB and the server give the same status: any difference is printed and the bench exits 1;
+   load (under the same budget, ``--poms-max-s``); prints the ratio to stagewatch's overview, and CHECKS
+   that both give the same numbers, and that chDB and the server give the same status: any difference
+   is printed and the bench exits 1;
 5. with ``--stream``, publishes the same lines to Kafka and counts them with 1 and then 2 faust-streaming
    workers into their own ClickHouse databases, until their numbers equal the embedded replay's
    (checked, as above): events/s and the workers' peak RSS;
-6. reports each process's memory and each store's disk size per million events.
+6. reports each process's memory and each store's disk size per million events, and ends with a table
+   of the steps' wall times and the total (goal at 1,000,000 jobs on the 2-core machine: under 30 min).
 
 The query times are those of the reading functions in a warm process, not of a `stagewatch` process
 (whose Python start-up, ~0.5 s, is the same for every command). The machine is shared and has 2 cores:
@@ -205,9 +211,9 @@ class Child:
             self.proc.wait()
 
 
-def run_child(*args: str, timeout: float = 7200) -> dict[str, Any]:
+def run_child(*args: str, label: str = "", timeout: float = 7200) -> dict[str, Any]:
     """Run one measured step in a niced child process and wait for it."""
-    child = Child(args[0], *args, timeout=timeout)
+    child = Child(label or args[0], *args, timeout=timeout)
     try:
         return child.result()
     finally:
@@ -531,7 +537,7 @@ def measure(args: argparse.Namespace, skip: set[str], steps: Steps, figures: dic
         for name, rep in results.items():
             say(f"timing reads on {name} (up to {args.runs} runs each, {args.time_budget_s:g} s budget a query) ...")
             tm = run_child("time", read_urls[name], str(args.runs), "1" if "panels" in skip else "0",
-                           str(args.time_budget_s))
+                           str(args.time_budget_s), label=f"reads {name}")
             steps.add(f"reads {name}", tm.pop("started"), tm.pop("ended"))
             rep.update(tm)
             if name == "server":
@@ -553,7 +559,8 @@ def measure(args: argparse.Namespace, skip: set[str], steps: Steps, figures: dic
             t = time.monotonic() - _T0
             with postgres_server.running_postgres() as pg:
                 say(f"PostgreSQL on port {pg.port} (pid {pg.pid}); loading the current state of {first}")
-                pr = run_child("poms", read_urls[first], pg.dsn, str(args.runs), str(args.poms_max_s))
+                pr = run_child("poms", read_urls[first], pg.dsn, str(args.runs), str(args.poms_max_s),
+                               label="poms")
                 pr["server_rss_mib"] = pg.rss_mib()
                 pr["disk_bytes"] = pg.disk_bytes()
             reads_from = pr["ended"] - pr["reads_s"]
