@@ -14,6 +14,12 @@ Measures, and prints (no assertions: figures depend on the machine):
 
 Usage:  python bench/stream_bench.py [--preset nova-talk] [--partitions 8] [--rate 1000] [--latency-s 60]
                                      [--table-store rocksdb|memory] [--skip one,two,latency,recovery]
+                                     [--profile-out worker.prof [--profile-top 25]]
+
+``--profile-out`` runs the worker of run 1 under cProfile (its event-loop thread: the agents, Faust and
+the consumer) and prints the top functions by own and cumulative time, and the worker's last
+``worker.memory`` log line (RSS, Python heap, memory glibc holds free). bench/worker_profile.py profiles
+the pure steps without servers.
 
 It starts a Kafka broker and a ClickHouse server from stagewatch.devservers in a temporary directory on
 free ports, and stops them (by pid) at the end.
@@ -49,6 +55,12 @@ from stagewatch import devservers  # noqa: E402
 from stagewatch.store import open_store  # noqa: E402
 
 CLI = [sys.executable, "-c", "from stagewatch.cli import main; main()"]
+# The same, under cProfile (written when the worker ends, also on SIGTERM: typer's exit is a SystemExit).
+PROFILED_CLI = [sys.executable, "-c", "import cProfile, sys\n"
+                "from stagewatch.cli import main\n"
+                "p = cProfile.Profile()\n"
+                "p.enable()\n"
+                "try:\n    main()\nfinally:\n    p.disable()\n    p.dump_stats(sys.argv.pop(1))\n"]
 # The workers import the code of this checkout, not whatever stagewatch is installed (`python -c` puts the
 # working directory, not the checkout, first on sys.path): a figure belongs to the tree that printed it.
 CHILD_ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(
@@ -80,14 +92,15 @@ TABLE_STORE = ["--table-store", "rocksdb"]  # set from --table-store in main()
 
 class Worker:
     def __init__(self, kafka: str, store: str, app_id: str, prefix: str, workdir: Path, *extra: str,
-                 log_name: str = "worker.log") -> None:
+                 log_name: str = "worker.log", profile: str | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         (self.port,) = free_ports(1)
         self.log_path = workdir / log_name
         self.log = open(self.log_path, "ab")
         self.started = time.perf_counter()
+        cli = [*PROFILED_CLI, profile] if profile else CLI
         self.proc = subprocess.Popen(
-            [*CLI, "worker", "--kafka", kafka, "--store", store, "--app-id", app_id, "--topic-prefix", prefix,
+            [*cli, "worker", "--kafka", kafka, "--store", store, "--app-id", app_id, "--topic-prefix", prefix,
              "--workdir", str(workdir), "--metrics-port", str(self.port), *TABLE_STORE, *extra],
             stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             env=CHILD_ENV)
@@ -148,13 +161,14 @@ def publish_all(kafka: str, topics: Topics, events: list[Any]) -> float:
 
 
 def throughput_run(kafka: str, store_url: str, events: list[Any], expected: dict[tuple[str, str], int],
-                   partitions: int, workers: int, work: Path, tag: str) -> dict[str, float]:
+                   partitions: int, workers: int, work: Path, tag: str, profile: str | None = None) -> dict[str, Any]:
     topics = Topics(f"bench-{tag}.")
     create_topics(kafka, partitions, 1, topics=topics)
     events = renamed(events, tag)
     expected = {(f"{c}-{tag}", s): n for (c, s), n in expected.items()}
     pub_s = publish_all(kafka, topics, events)
-    ws = [Worker(kafka, store_url, f"bench-{tag}", topics.prefix, work / f"{tag}-w{i}") for i in range(workers)]
+    ws = [Worker(kafka, store_url, f"bench-{tag}", topics.prefix, work / f"{tag}-w{i}",
+                 profile=profile if i == 0 else None) for i in range(workers)]
     store = open_store(store_url)
     total = len(events)
     t_first = t_last = t_numbers = None
@@ -179,7 +193,9 @@ def throughput_run(kafka: str, store_url: str, events: list[Any], expected: dict
             w.stop()
         store.close()
     assert t_first is not None and t_last is not None and t_numbers is not None, "the run did not finish"
+    memory_lines = [x for x in ws[0].log_path.read_text(errors="replace").splitlines() if "worker.memory " in x]
     return {"events": total, "publish_s": pub_s, "process_s": t_last - t_first,
+            "memory_line": memory_lines[-1].split("worker.memory ", 1)[1] if memory_lines else "",
             "events_per_s": total / (t_last - t_first), "to_numbers_s": t_numbers - t_first,
             "rss_end_mb": rss_end, "prefix": topics.prefix, "app_id": f"bench-{tag}", "workdir": work / f"{tag}-w0"}
 
@@ -292,6 +308,18 @@ def latency_run(kafka: str, store_url: str, events: list[Any], rate: float, seco
             "p99_s": q[98], "max_s": lat[-1]}
 
 
+def print_profile(path: str, top: int) -> None:
+    """The top functions of a worker's cProfile, by own time and by cumulative time."""
+    import io
+    import pstats
+
+    for order in ("tottime", "cumulative"):
+        out = io.StringIO()
+        pstats.Stats(path, stream=out).strip_dirs().sort_stats(order).print_stats(top)
+        text = out.getvalue()
+        print(f"\n## worker cProfile ({path}), top {top} by {order}\n{text[text.find('   ncalls'):]}", flush=True)
+
+
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
@@ -306,6 +334,8 @@ def main() -> None:
     ap.add_argument("--skip", default="", help="comma-separated: one,two,latency,recovery")
     ap.add_argument("--table-store", default="rocksdb", choices=["rocksdb", "memory"],
                     help="the workers' table store (--table-store of `stagewatch worker`)")
+    ap.add_argument("--profile-out", default=None, help="run 1's worker under cProfile, its profile written here")
+    ap.add_argument("--profile-top", type=int, default=25, help="functions to print from --profile-out")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     TABLE_STORE[1] = args.table_store
@@ -332,7 +362,8 @@ def main() -> None:
         results: dict[str, Any] = {}
         if "one" not in skip:
             idle = idle_rss(kafka, store_url, args.partitions, work)
-            r = results["one"] = throughput_run(kafka, store_url, events, expected, args.partitions, 1, work, "one")
+            r = results["one"] = throughput_run(kafka, store_url, events, expected, args.partitions, 1, work, "one",
+                                                profile=args.profile_out)
             r["rss_idle_mb"] = idle
             print(f"1 worker : {r['events_per_s']:>9,.0f} events/s  ({r['events']:,} events processed in "
                   f"{r['process_s']:.1f} s; final numbers in ClickHouse after {r['to_numbers_s']:.1f} s; "
@@ -341,6 +372,10 @@ def main() -> None:
             print(f"memory   : worker RSS {r['rss_idle_mb']:.0f} MB idle -> {r['rss_end_mb']:.0f} MB with the state "
                   f"of {jobs:,} jobs and {files:,} files: {grow / jobs * 100_000:,.0f} MB per 100,000 jobs "
                   f"(with their files; table store {args.table_store})", flush=True)
+            if r["memory_line"]:
+                print(f"memory   : the worker's last worker.memory line: {r['memory_line']}", flush=True)
+            if args.profile_out:
+                print_profile(args.profile_out, args.profile_top)
             if "recovery" not in skip:
                 local = recovery_run(kafka, store_url, r["app_id"], r["prefix"], r["workdir"], "restart.log")
                 scratch = recovery_run(kafka, store_url, r["app_id"], r["prefix"], work / "one-fresh",

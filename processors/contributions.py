@@ -16,9 +16,37 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+
 from processors.numbers import COUNTERS, STALL_THRESHOLD_S, finalise
 
 Times = tuple[float | None, float | None, float | None]  # an entity's (first_ts, last_ts, progress_ts)
+Entry = tuple[int, dict[str, int], Times | None]  # an entity's (version, contribution, times)
+
+# Packed entries (StageCounters(packed=True)): one bytes object per entity instead of a tuple holding an
+# int, a dict of ints and a tuple of floats (a job's: ~540 bytes of Python objects; ~130 packed). The streaming
+# stage step keeps every entity of its stages in memory, so this is most of a worker's resident state.
+_pack = msgspec.msgpack.Encoder().encode
+_unpack_raw = msgspec.msgpack.Decoder().decode
+
+
+_KEYS = (*COUNTERS, "events")  # every key a contribution may have (StageCounters.counters)
+_INDEX = {k: i for i, k in enumerate(_KEYS)}
+
+
+def _pack_entry(version: int, contribution: dict[str, int], times: Times | None) -> bytes:
+    """(version, [key index, value, ...], times): the counter names as one-byte indexes, not text."""
+    flat: list[int] = []
+    for k, v in contribution.items():
+        flat += (_INDEX[k], v)
+    return _pack((version, flat, times))
+
+
+def _unpack_entry(raw: bytes) -> Entry:
+    version, flat, times = _unpack_raw(raw)
+    keys = _KEYS
+    contribution = {keys[flat[i]]: flat[i + 1] for i in range(0, len(flat), 2)}
+    return version, contribution, (tuple(times) if times is not None else None)  # type: ignore[return-value]
 
 
 def _shrinks(old: Times, new: Times) -> bool:
@@ -30,22 +58,36 @@ def _shrinks(old: Times, new: Times) -> bool:
 
 
 class StageCounters:
-    __slots__ = ("campaign", "stage", "counters", "entities", "first_event_ts", "last_event_ts",
-                 "last_progress_ts", "version_sum", "_times_stale")
+    """A stage's counters and the newest contribution of each of its entities.
 
-    def __init__(self, campaign: str, stage: str) -> None:
+    ``packed=True`` keeps each entity's entry as bytes (see ``_pack_entry``): four times less memory for a
+    msgpack decode per replaced entry; ``entities`` then maps to bytes (read them with ``entry``).
+    """
+
+    __slots__ = ("campaign", "stage", "counters", "entities", "first_event_ts", "last_event_ts",
+                 "last_progress_ts", "version_sum", "_times_stale", "packed")
+
+    def __init__(self, campaign: str, stage: str, packed: bool = False) -> None:
         self.campaign = campaign
         self.stage = stage
         # "events" (distinct events behind the numbers) rides along as a counter: it is the version
         # of the stage row, identical on every worker that computes it.
         self.counters: dict[str, int] = dict.fromkeys((*COUNTERS, "events"), 0)
         # entity key -> (version, contribution, (first_ts, last_ts, progress_ts) or None)
-        self.entities: dict[str, tuple[int, dict[str, int], Times | None]] = {}
+        self.entities: dict[str, Any] = {}  # Entry, or its bytes when packed
         self.first_event_ts: float | None = None
         self.last_event_ts: float | None = None
         self.last_progress_ts: float | None = None
         self.version_sum = 0  # of the entities' versions: the streaming stage row's version (StageAggregator.row)
         self._times_stale = False
+        self.packed = packed
+
+    def entry(self, entity: str) -> Entry | None:
+        """The entity's (version, contribution, times), or None."""
+        raw = self.entities.get(entity)
+        if raw is None or not self.packed:
+            return raw
+        return _unpack_entry(raw)
 
     @property
     def events(self) -> int:
@@ -56,7 +98,7 @@ class StageCounters:
 
         With ``times``, the entity's time stats are folded in too (and refolded if they shrank).
         """
-        old = self.entities.get(entity)
+        old = self.entry(entity)
         if old is not None:
             if version <= old[0]:
                 return False
@@ -68,14 +110,16 @@ class StageCounters:
         for k, v in contribution.items():
             self.counters[k] += v
         self.version_sum += version
-        self.entities[entity] = (version, contribution, times)
+        self.entities[entity] = (_pack_entry(version, contribution, times) if self.packed
+                                 else (version, contribution, times))
         if times is not None and not self._times_stale:
             self.observe(*times)
         return True
 
     def _refold_times(self) -> None:
         self.first_event_ts = self.last_event_ts = self.last_progress_ts = None
-        for _, _, times in self.entities.values():
+        values = self.entities.values()
+        for _, _, times in (map(_unpack_entry, values) if self.packed else values):
             if times is not None:
                 self.observe(*times)
         self._times_stale = False

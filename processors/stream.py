@@ -488,7 +488,7 @@ class StageAggregator:
         key = (campaign, stage)
         st = self.stages.get(key)
         if st is None:
-            st = self.stages[key] = StageCounters(campaign, stage)
+            st = self.stages[key] = StageCounters(campaign, stage, packed=True)  # every entity stays in memory
         return st
 
     def clear(self) -> None:

@@ -58,6 +58,7 @@ from processors.faust import config as _config
 from processors.faust.batch_reader import BatchReader, raw_topic_class
 from processors.faust.config import STOPPED_EXIT, Sink, WorkerConfig, WorkerError, WorkerPorts, fatal
 from processors.faust.fetch_loop import install_fast_consumer
+from processors.faust.memory import format_stats, memory_stats, release_free_memory, tune_malloc
 from processors.faust.recovery_report import recovery_probe, report_stall_and_exit
 from processors.faust.tables import ROCKSDB_OPTIONS, TableState, table_store_missing
 from processors.recovery_watchdog import RecoveryProbe, RecoveryWatchdog
@@ -134,6 +135,10 @@ class StreamWorker:
             consumer_auto_offset_reset="earliest",
             table_standby_replicas=0,
             stream_buffer_maxsize=max(4096, 2 * cfg.batch_max),
+            # aiokafka prefetches up to this much per assigned partition (Faust's default, 1 MiB, held ~40 MB
+            # of fetched records over 8 partitions of 5 topics while running); Kafka still returns a larger
+            # record whole, and 256 KiB a partition is ~1,000 events a fetch: more than an agent's share.
+            consumer_max_fetch_size=256 * 1024,
             broker_commit_interval=1.0,
             # A killed worker's partitions move after this long (Faust's default, 60 s, is a minute of
             # standstill). Heartbeats run on the event loop, which sink waits never block (thread).
@@ -174,6 +179,8 @@ class StreamWorker:
         # One Kafka producer, ClickHouse connection and sink thread per agent (and one for the stage-row
         # timer), opened now: opening one later, during a ClickHouse outage, would fail instead of wait.
         self.io: dict[str, AgentIO] = {}
+        self._memory_executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="memory")
+        self._memory_logs = 0
         for name in ("jobs", "files", "stage", "stage-rows"):
             self._agent_io(name)
         app.agent(job_topic, name="stagewatch.jobs")(self._job_agent)
@@ -181,6 +188,7 @@ class StreamWorker:
         app.agent(contrib_topic, name="stagewatch.stage")(self._stage_agent)
         app.timer(cfg.stage_flush_s, name="stagewatch.stage_rows")(self._write_stage_rows)
         app.timer(5.0, name="stagewatch.lag")(self._update_lag)
+        app.timer(cfg.memory_release_s, name="stagewatch.memory")(self._release_memory)
 
     # -- setup --------------------------------------------------------------------------------
     def _prepare_topics(self) -> int:
@@ -532,6 +540,17 @@ class StreamWorker:
             nxt = done + 1 if done is not None else (committed.get(tp) or 0)
             self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(0, hw - nxt))
 
+    async def _release_memory(self) -> None:
+        """Give back what the allocator keeps free after batches (processors/faust/memory.py says why), in a
+        thread of its own: malloc_trim walks the heaps for tens of ms and releases the GIL meanwhile."""
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        await loop.run_in_executor(self._memory_executor, release_free_memory)
+        self._memory_logs += 1
+        if self._memory_logs % 6 == 1:  # every minute with the default interval: where the memory is
+            log.info("worker.memory %s trim_s=%.3f aggregator_entities=%d", format_stats(memory_stats()),
+                     time.perf_counter() - t0, sum(len(st.entities) for st in self.aggregator.stages.values()))
+
     # -- running -----------------------------------------------------------------------------------
     def run(self) -> None:
         """Run until SIGTERM/SIGINT (graceful: in-flight batches finish, offsets are committed)."""
@@ -540,7 +559,7 @@ class StreamWorker:
         if self.cfg.metrics_port:
             self.metrics.serve(self.cfg.metrics_port, self.cfg.metrics_addr)
             log.info("worker.metrics url=http://%s:%d/metrics", self.cfg.metrics_addr, self.cfg.metrics_port)
-        limit_malloc_arenas()
+        tune_malloc()
         # Batches allocate hundreds of thousands of short-lived objects; with CPython's default
         # thresholds the collector also re-scans the long-lived stage state over and over.
         gc.collect()
@@ -570,22 +589,6 @@ class StreamWorker:
     def _on_recovery_stalled(self, stalled_for: float) -> None:
         """Log what the recovery and the consumer look like, then exit for the supervisor to restart us."""
         report_stall_and_exit(self.app, stalled_for)
-
-
-def limit_malloc_arenas(arenas: int = 2) -> bool:
-    """Cap glibc's malloc arenas (``mallopt(M_ARENA_MAX)``) before the worker's threads start.
-
-    glibc gives each thread that allocates its own arena (up to 8 per core) and keeps freed memory in
-    each: the four sink threads, librdkafka's and RocksDB's threads each held tens of MB of a batch's
-    garbage. Two arenas are enough for threads that mostly wait. No-op (False) off glibc.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(-8, arenas))  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        return False
 
 
 def run_worker(cfg: WorkerConfig, ports: WorkerPorts | None = None) -> None:

@@ -87,6 +87,7 @@ class WorkerConfig:
     recovery_stall_timeout_s: float = 120.0
     table_store: str = "rocksdb"
     max_message_bytes: int = MAX_MESSAGE_BYTES
+    memory_release_s: float = 10.0  # how often freed memory goes back to the OS (processors/faust/memory.py)
     # Built by the CLI edge (stagewatch.cli_stream.worker_ports): not configuration, but carried here so that
     # ``run_worker(cfg)`` is the whole entry point.
     ports: WorkerPorts | None = field(default=None, repr=False, compare=False)
