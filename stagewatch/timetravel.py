@@ -40,7 +40,7 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from processors.engine import Engine
 from processors.rows import RAW_COLUMNS, event_from_raw_row, raw_event_row
@@ -207,14 +207,20 @@ class _LazyStore(Store):
 
     Why lazy: writing rows costs more than computing them, and each read command needs one or two tables
     (`files` file_state, `jobs` job_state, `sites` job_state and job_attempts); raw_events, the biggest,
-    only for the queries that read events. Each table is written in one bulk insert.
+    only for the queries that read events. Each table is written in one bulk insert (two with done stages).
+
+    `done_state` holds the state rows of the done stages as the user's store has them (copied, not
+    replayed); `done_raw` fetches their raw rows (in RAW_COLUMNS order) when a query needs raw_events.
     """
 
-    def __init__(self, inner: Store, engine: Engine) -> None:
+    def __init__(self, inner: Store, engine: Engine, done_state: dict[str, list[dict[str, Any]]] | None = None,
+                 done_raw: Callable[[], list[list[Any]]] | None = None) -> None:
         self.inner = inner
         self.url = inner.url
         self.engine = engine
         self._state: dict[str, list[dict[str, Any]]] | None = None
+        self._done_state = done_state or {}
+        self._done_raw = done_raw
         self._filled: set[str] = set()
 
     def _fill_for(self, sql: str) -> None:
@@ -232,6 +238,8 @@ class _LazyStore(Store):
     def _fill(self, table: str) -> int:
         if table == "raw_events":
             rows = list(self._raw_rows())
+            if self._done_raw is not None:
+                rows += self._done_raw()
             self.inner.insert("raw_events", rows, RAW_COLUMNS)
             return len(rows)
         if self._state is None:
@@ -239,8 +247,10 @@ class _LazyStore(Store):
             for t, row in self.engine.dirty_rows():
                 self._state[t].append(row)
         rows = self._state.pop(table)
+        copied = self._done_state.pop(table, [])
         self.inner.insert(table, rows)
-        return len(rows)
+        self.inner.insert(table, copied)  # its own column list: SELECT * of the user's table
+        return len(rows) + len(copied)
 
     def _raw_rows(self) -> Iterator[list[Any]]:
         """The raw row of every event the Engine kept (duplicates once, conflicts resolved: what a replay writes)."""
@@ -289,6 +299,48 @@ def _user_store_paused(store: Store) -> Iterator[None]:
         store.url = url
 
 
+def _read_done_state(store: Store, done: Sequence[StageKey]) -> dict[str, list[dict[str, Any]]]:
+    """The state rows of done stages, as the user's store has them (one query per table and stage)."""
+    out: dict[str, list[dict[str, Any]]] = {t: [] for t in STATE_TABLES}
+    for table in STATE_TABLES:
+        for c, s in done:
+            out[table] += store.query(f"SELECT * FROM {table} FINAL WHERE {where(c, s)}")
+    return out
+
+
+def _read_done_raw(store: Store, done: Sequence[StageKey]) -> list[list[Any]]:
+    """The raw rows of done stages in RAW_COLUMNS order, as the user's store has them (copies included:
+    reading the user's store now gives the same)."""
+    cols = ", ".join(RAW_COLUMNS)
+    out: list[list[Any]] = []
+    for c, s in done:
+        out += ([r[k] for k in RAW_COLUMNS] for r in store.query(f"SELECT {cols} FROM raw_events WHERE {where(c, s)}"))
+    return out
+
+
+@contextlib.contextmanager
+def _user_store_back(store: Store, inner: Store) -> Iterator[None]:
+    """Inside a pause (one chDB path per process): close the ephemeral store, re-open the user's for the
+    duration, then the other way round again. Nothing happens for a ClickHouse server user store."""
+    from stagewatch.store.chdb_store import ChdbStore
+
+    if not isinstance(store, ChdbStore) or not isinstance(inner, ChdbStore):
+        yield
+        return
+    url, inner_url = store.url, inner.url
+    inner.close()
+    try:
+        ChdbStore.__init__(store, store.path, create=False)
+        store.url = url
+        try:
+            yield
+        finally:
+            store.close()
+    finally:
+        ChdbStore.__init__(inner, inner.path, create=False)
+        inner.url = inner_url
+
+
 @contextlib.contextmanager
 def store_at(store: Store, at: float, campaign: str | None = None, stage: str | None = None) -> Iterator[Store]:
     """A store holding the selected stages as they stood at ``at`` (events with ts <= at).
@@ -306,14 +358,20 @@ def store_at(store: Store, at: float, campaign: str | None = None, stage: str | 
                  time.perf_counter() - t0)
         yield store
         return
-    engine = partial_engine(store, at, split.done + split.partial)
+    engine = partial_engine(store, at, split.partial)
+    done_state = _read_done_state(store, split.done)
     with _user_store_paused(store):
         tmp = tempfile.mkdtemp(prefix="stagewatch-at-")
         try:
             inner = ChdbStore(tmp, create=True)
             try:  # closed whatever happens: the user's store cannot re-open while it is open
                 inner.ensure_schema()  # before the wrapper: the schema check's queries need no rows
-                eph = _LazyStore(inner, engine)
+
+                def done_raw() -> list[list[Any]]:
+                    with _user_store_back(store, inner):
+                        return _read_done_raw(store, split.done)
+
+                eph = _LazyStore(inner, engine, done_state, done_raw if split.done else None)
                 log.info("timetravel.ready at=%s stages=%d seconds=%.2f", at, len(engine.stages),
                          time.perf_counter() - t0)
                 yield eph
