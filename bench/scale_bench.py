@@ -173,9 +173,9 @@ class Child:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
         self._err: list[str] = []
         self._out: list[str] = []
+        self.ended: float | None = None  # when the process exited (not when its result was read)
         self._threads = [threading.Thread(target=self._pump_err, daemon=True),
-                         threading.Thread(target=lambda: self._out.append(self.proc.stdout.read()),  # type: ignore[union-attr]
-                                          daemon=True)]
+                         threading.Thread(target=self._read_out, daemon=True)]
         for th in self._threads:
             th.start()
         self._timer = threading.Timer(timeout, self.kill)
@@ -188,6 +188,11 @@ class Child:
             else:
                 self._err.append(line)
 
+    def _read_out(self) -> None:
+        self._out.append(self.proc.stdout.read())  # type: ignore[union-attr]
+        self.proc.wait()
+        self.ended = time.monotonic() - _T0
+
     def result(self) -> dict[str, Any]:
         """Wait for the step; its JSON result with ``started``/``ended`` (seconds since the bench started)."""
         try:
@@ -196,7 +201,7 @@ class Child:
             self._timer.cancel()
         for th in self._threads:
             th.join(10)
-        ended = time.monotonic() - _T0
+        ended = self.ended if self.ended is not None else time.monotonic() - _T0
         if self.proc.returncode != 0:
             raise BenchFailure(f"step {self.step} ({self.label}) failed (exit {self.proc.returncode}):\n"
                                f"{''.join(self._err)[-4000:]}")
@@ -289,6 +294,11 @@ def fail_if(diffs: list[str], what: str) -> None:
 
 def _runs(t: dict[str, Any]) -> str:
     return f"{t['runs']} run(s), stopped by the time budget" if t.get("budget_hit") else f"{t['runs']} runs"
+
+
+def fmt_ratio(ratio: float) -> str:
+    """A speed-up as the output prints it: whole times from 10x, else two significant digits (0.38x)."""
+    return f"{ratio:,.0f}x" if ratio >= 10 else f"{ratio:.2g}x"
 
 
 def goal_ms(name: str) -> float:
@@ -577,8 +587,8 @@ def measure(args: argparse.Namespace, skip: set[str], steps: Steps, figures: dic
                     ours = rep["timings"][view]["median_ms"]
                     ratio = o["median_ms"] / max(ours, 1e-6)
                     figures["poms"][f"ratio_{name}" + ("" if view == STATUS else "_wide")] = ratio
-                    say(f"ratio: stagewatch `{view}` on {name} ({ours:.1f} ms) is {ratio:,.0f}x faster than the "
-                        f"POMS-style overview (goal >= {GOAL_RATIO:.0f}x: {'met' if ratio >= GOAL_RATIO else 'NOT met'})")
+                    say(f"ratio: stagewatch `{view}` on {name} ({ours:,.1f} ms) is {fmt_ratio(ratio)} faster than "
+                        f"the POMS-style overview (goal >= {GOAL_RATIO:.0f}x: {'met' if ratio >= GOAL_RATIO else 'NOT met'})")
             fail_if(poms_pg.compare(pr["rows"], results[first]["status"]),
                     "the POMS-style overview equals stagewatch's status")
 

@@ -184,3 +184,22 @@ def test_simulating_in_two_processes_writes_the_same_lines_as_one(tmp_path: Path
     got = out.read_bytes()
     assert n == expected.count(b"\n") and got == expected
     assert sorted(p.name for p in tmp_path.iterdir()) == ["two.jsonl"]  # parts and temporary file removed
+
+
+def test_a_ratio_below_ten_keeps_its_digits() -> None:
+    assert scale_bench.fmt_ratio(520.4) == "520x" and scale_bench.fmt_ratio(0.381) == "0.38x"
+    assert scale_bench.fmt_ratio(3.04) == "3x" and scale_bench.fmt_ratio(12.6) == "13x"
+
+
+def test_a_step_ends_when_its_process_exits_not_when_its_result_is_read() -> None:
+    """Two children at once: the first to finish is not stamped with the time the other one took."""
+    import time
+
+    child = scale_bench.Child("bad", "time", "-", "-", "-", "-")  # exits 1 at once: "-" is no run count
+    while child.proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(2.0)  # the result is read 2 s after the process exited
+    t_read = time.monotonic() - scale_bench._T0
+    with pytest.raises(scale_bench.BenchFailure, match=r"step time \(bad\) failed \(exit 1\)"):
+        child.result()
+    assert child.ended is not None and child.ended < t_read - 1.5
