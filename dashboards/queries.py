@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from processors.numbers import STALL_THRESHOLD_S
-from schemas.queries import STATUS_SQL, safe_divisor
+from schemas.queries import STATUS_SQL, current_attempts, safe_divisor
 
 INTERVAL_S = "$__interval_s"
 """The panel's interval in seconds (the plugin's macro; at least 1 there, guarded as a divisor all the same)."""
@@ -96,12 +96,9 @@ ORDER BY time
 """
 """Completed jobs by the time of their latest event (the `terminated` that completed them)."""
 
-RESTARTS_SQL = """
-SELECT campaign, stage, job_id, attempt, toDateTime(toUInt32(started_ts)) AS restart_time
-FROM job_attempts FINAL
-WHERE {where} AND attempt > 1
-"""
-"""Every restart: an attempt that is not its job's first (a `started` that is not the first)."""
+RESTARTS_SQL = "\n" + current_attempts(
+    "campaign, stage, job_id, attempt, toDateTime(toUInt32(started_ts)) AS restart_time") + " AND attempt > 1\n"
+"""Every restart: a current attempt that is not its job's first (a `started` that is not the first)."""
 
 RESTARTS_PER_HOUR_SQL = """
 SELECT {bucket} AS time, count() AS restarts

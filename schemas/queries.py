@@ -110,12 +110,27 @@ JOB_STATE_FILTERS = {
     "restarted": "restarts > 0",
 }
 
-ATTEMPTS_SQL = """
-SELECT attempt, started_ts, ended_ts, ended_by, wall_s, cores, badput_core_ms, exit_code, signal, site, host
-FROM job_attempts FINAL
-WHERE {where} AND job_id = {job_id}
-ORDER BY attempt
-"""
+def current_attempts(columns: str, where: str = "{where}") -> str:
+    """SQL selecting `columns` from the job_attempts rows that count: attempts up to the job's current number.
+
+    job_attempts is keyed by (campaign, stage, job_id, attempt) and its rows are never deleted. When a winning
+    conflicting copy takes a `started` away from a job whose rows were already written (an earlier replay, an
+    earlier worker batch), the row of the attempt that no longer exists stays behind. job_state.attempts is
+    the job's current number of attempts (its row is replaced by the winner's), so rows beyond it are stale
+    and no reader may count them: every SQL that reads job_attempts is built on this (the scan in
+    tests/schemas/test_attempt_readers.py refuses any other). `where` is a template filter over campaign and
+    stage (and job_id), applied on both sides. ALL INNER JOIN, not ANY: the right side has one row per job, and
+    modern ClickHouse's ANY INNER JOIN keeps one left row per key (18.16's kept every one).
+    """
+    return (f"SELECT {columns}\nFROM job_attempts FINAL\nALL INNER JOIN (\n"
+            f"    SELECT campaign, stage, job_id, attempts AS job_attempts_now FROM job_state FINAL WHERE {where}\n"
+            f") AS js USING (campaign, stage, job_id)\nWHERE {where} AND attempt <= job_attempts_now")
+
+
+ATTEMPTS_SQL = "\n" + current_attempts(
+    "attempt, started_ts, ended_ts, ended_by, wall_s, cores, badput_core_ms, exit_code, signal, site, host",
+    "{where} AND job_id = {job_id}") + "\nORDER BY attempt\n"
+"""One job's current attempts (`stagewatch job ID`, the Job dashboard)."""
 
 JOB_EVENTS_SQL = """
 SELECT ts, type, event_id, exit_code, signal, cpu_user_s, cpu_sys_s, wall_s, cores, reason, site, host
@@ -197,16 +212,7 @@ FROM (
         sum(n_badput_core_ms) AS badput_core_ms, sum(n_cpu_terminations) AS cpu_terminations,
         sum(n_cpu_ms) AS cpu_ms, sum(n_core_wall_ms) AS core_wall_ms, sum(n_jobs_held) AS jobs_held
     FROM (
-        SELECT campaign, stage, if(site = '', 'unknown', site) AS site, toUInt64(1) AS n_attempts,
-            toUInt64(restart_cause != '') AS n_restarts,
-{cause_attempt},
-            toUInt64(badput_core_ms) AS n_badput_core_ms, toUInt64(cpu_terminations) AS n_cpu_terminations,
-            toUInt64(cpu_ms) AS n_cpu_ms, toUInt64(core_wall_ms) AS n_core_wall_ms, toUInt64(0) AS n_jobs_held
-        FROM job_attempts FINAL
-        ALL INNER JOIN (
-            SELECT campaign, stage, job_id, attempts AS job_attempts_now FROM job_state FINAL WHERE {{where}}
-        ) AS js USING (campaign, stage, job_id)
-        WHERE {{where}} AND attempt <= job_attempts_now
+        {attempts}
         UNION ALL
         SELECT campaign, stage, if(site = '', 'unknown', site) AS site, toUInt64(0) AS n_attempts,
             toUInt64(0) AS n_restarts,
@@ -230,7 +236,13 @@ ORDER BY badput_core_ms DESC, restarts DESC, campaign, stage, site
 """.format(
     cause_sums=",\n".join(f"    restarts_{c}" for c in RESTART_CAUSES),
     cause_inner=",\n".join(f"        sum(n_restarts_{c}) AS restarts_{c}" for c in RESTART_CAUSES),
-    cause_attempt=",\n".join(f"            toUInt64(restart_cause = '{c}') AS n_restarts_{c}" for c in RESTART_CAUSES),
+    attempts=current_attempts(
+        "campaign, stage, if(site = '', 'unknown', site) AS site, toUInt64(1) AS n_attempts,\n"
+        "    toUInt64(restart_cause != '') AS n_restarts,\n"
+        + ",\n".join(f"    toUInt64(restart_cause = '{c}') AS n_restarts_{c}" for c in RESTART_CAUSES) + ",\n"
+        "    toUInt64(badput_core_ms) AS n_badput_core_ms, toUInt64(cpu_terminations) AS n_cpu_terminations,\n"
+        "    toUInt64(cpu_ms) AS n_cpu_ms, toUInt64(core_wall_ms) AS n_core_wall_ms, toUInt64(0) AS n_jobs_held"
+    ).replace("\n", "\n        "),
     cause_zero=",\n".join(f"            toUInt64(0) AS n_restarts_{c}" for c in RESTART_CAUSES),
     core_wall_ms=safe_divisor("core_wall_ms"),
 )
@@ -238,9 +250,8 @@ ORDER BY badput_core_ms DESC, restarts DESC, campaign, stage, site
 event's (`unknown` when absent); restarts and badput belong to the attempt they interrupted, CPU to the
 attempt a `terminated` ended (`unknown` before any start); held jobs to their latest attempt's site.
 Sorted by badput, most first. The sums over a stage's sites are the stage's numbers: attempt rows beyond
-the job's current attempts (left by a conflicting copy that won after its loser was written) are not counted.
-ALL INNER JOIN, not ANY: the right side has one row per job, and modern ClickHouse's ANY INNER JOIN keeps
-one left row per key (18.16's kept every one)."""
+the job's current attempts (left by a conflicting copy that won after its loser was written) are not counted
+(current_attempts)."""
 
 HOLDS_SQL = """
 SELECT campaign, stage, hold_reason, hold_code, hold_subcode, count() AS jobs_held, min(held_ts) AS held_since_ts

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from processors.numbers import COUNTERS, FILE_BUCKETS, JOB_STATES, RESTART_CAUSES
-from schemas.queries import literal, where
+from schemas.queries import current_attempts, literal, sites_sql, where
 from stagewatch.store.base import Store
 
 JOB_AGG = """
@@ -85,6 +85,7 @@ class VerifyReport:
     files_checked: int = 0
     differences: list[str] = field(default_factory=list)
     entity_differences: int = 0  # jobs, attempts and files that differ, including those not listed
+    stale_attempt_rows: int = 0  # job_attempts rows beyond their job's attempts: left by winning copies, not counted
 
     @property
     def ok(self) -> bool:
@@ -127,7 +128,9 @@ def verify(store: Store, campaign: str | None = None, stage: str | None = None, 
     at most `max_entities` per check, with the count of all of them.
     """
     report = VerifyReport()
-    report.differences += stage_differences(store, campaign, stage, report)
+    expected = recount(store, campaign, stage)
+    report.differences += stage_differences(store, campaign, stage, report, expected)
+    report.differences += site_differences(store, campaign, stage, expected)
     w = where(campaign, stage)
     for check in (_job_checks(w), _file_checks(w)):
         for kind, sql, count_sql, describe in check:
@@ -143,13 +146,58 @@ def verify(store: Store, campaign: str | None = None, stage: str | None = None, 
                                           f"FROM raw_events WHERE kind = 'job' AND {w})")[0]["n"])
     report.files_checked = int(store.query(f"SELECT count() AS n FROM (SELECT DISTINCT campaign, stage, entity "
                                            f"FROM raw_events WHERE kind = 'file' AND {w})")[0]["n"])
+    report.stale_attempt_rows = int(store.query(STALE_ATTEMPTS_SQL.format(where=w))[0]["n"])
     return report
 
 
-def stage_differences(store: Store, campaign: str | None, stage: str | None, report: VerifyReport) -> list[str]:
+STALE_ATTEMPTS_SQL = """
+SELECT count() AS n
+FROM job_attempts FINAL
+ALL INNER JOIN (
+    SELECT campaign, stage, job_id, attempts AS job_attempts_now FROM job_state FINAL WHERE {where}
+) AS js USING (campaign, stage, job_id)
+WHERE {where} AND attempt > job_attempts_now
+"""
+"""Attempt rows that no reader counts (schemas.queries.current_attempts): said, not a difference."""
+
+#: (column of schemas.queries.SITES_SQL summed over a stage's sites, the stage counter it must equal): those
+#: read from job_attempts (held jobs come from job_state rows, which the job checks compare one by one)
+SITE_SUMS: tuple[tuple[str, str], ...] = (
+    ("attempts", "job_attempts"), ("restarts", "restarts"), *((f"restarts_{c}", f"restarts_{c}") for c in RESTART_CAUSES),
+    ("badput_core_ms", "badput_core_ms"), ("cpu_terminations", "cpu_terminations"), ("cpu_ms", "cpu_ms"),
+    ("core_wall_ms", "core_wall_ms"))
+
+
+def site_differences(store: Store, campaign: str | None, stage: str | None,
+                     expected: dict[tuple[str, str], dict] | None = None) -> list[str]:
+    """What `sites` (and the Sites panels) count, summed over each stage's sites, equals the recount.
+
+    The sites read job_attempts, whose rows are never deleted: this is where an attempt row that no longer
+    exists (or a reader that counts one) would show, while the job checks compare the counted rows per job.
+    """
+    if expected is None:
+        expected = recount(store, campaign, stage)
+    sums: dict[tuple[str, str], dict[str, int]] = {}
+    for r in store.query(sites_sql(campaign, stage)):
+        acc = sums.setdefault((r["campaign"], r["stage"]), dict.fromkeys((s for s, _ in SITE_SUMS), 0))
+        for col, _ in SITE_SUMS:
+            acc[col] += int(r[col])
+    out = []
+    for key in sorted(expected):
+        got = sums.get(key, dict.fromkeys((s for s, _ in SITE_SUMS), 0))
+        for col, counter in SITE_SUMS:
+            if got[col] != int(expected[key][counter]):
+                out.append(f"{key[0]} / {key[1]}: the sites count {got[col]} {col} but raw events give "
+                           f"{expected[key][counter]} {counter}")
+    return out
+
+
+def stage_differences(store: Store, campaign: str | None, stage: str | None, report: VerifyReport,
+                      expected: dict[tuple[str, str], dict] | None = None) -> list[str]:
     """Every stage with raw events has its stage_numbers row, equal to the recount; no row without events."""
     out: list[str] = []
-    expected = recount(store, campaign, stage)
+    if expected is None:
+        expected = recount(store, campaign, stage)
     stored = {(r["campaign"], r["stage"]): r for r in
               store.query(f"SELECT * FROM stage_numbers FINAL WHERE {where(campaign, stage)}")}
     for key in sorted(set(expected) | set(stored)):
@@ -226,10 +274,12 @@ def _same(a: Any, b: Any) -> bool:
 
 def _job_checks(w: str) -> list[tuple[str, str, str, Any]]:
     checks = _entity_check("job", "v_job_recount", "job_state", "job_id", "job", JOB_COLUMNS, w)
-    # job_attempts: one row per attempt of the recount (no missing attempt, no stale one beyond the last)
+    # job_attempts: the rows every reader counts (current_attempts) are one per attempt of the recount (none
+    # missing, none beyond the last); rows beyond the job's attempts are left by winning copies and not counted
+    counted = current_attempts("campaign, stage, job_id, count() AS n_rows, max(attempt) AS max_attempt").format(
+        where=w) + " GROUP BY campaign, stage, job_id"
     body = (f"FROM (SELECT campaign, stage, job_id, attempts FROM v_job_recount WHERE {w}) AS r\n"
-            f"ANY LEFT JOIN (SELECT campaign, stage, job_id, count() AS n_rows, max(attempt) AS max_attempt "
-            f"FROM job_attempts FINAL WHERE {w} GROUP BY campaign, stage, job_id) AS s\n"
+            f"ANY LEFT JOIN ({counted}) AS s\n"
             f"USING (campaign, stage, job_id)\nWHERE n_rows != attempts OR max_attempt != attempts")
     checks.append((
         "jobs' attempts", f"SELECT campaign, stage, job_id, attempts, n_rows, max_attempt {body}\n"
