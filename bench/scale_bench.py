@@ -86,6 +86,15 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (0 when it is gone): /proc/PID/stat."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def du_bytes(path: Path) -> int:
     total = 0
     for root, _dirs, files in os.walk(path):
@@ -528,15 +537,22 @@ def measure(args: argparse.Namespace, skip: set[str], steps: Steps, figures: dic
             stores["server"], read_urls["server"] = state.store_url, state.readonly_store_url
         say(f"replaying into {' and '.join(stores)}" + (" at the same time (a child process each)"
                                                         if len(stores) > 1 else "") + " ...")
+        server_cpu0 = cpu_seconds(state.clickhouse["pid"]) if state else 0.0
         results = run_children({name: ("replay", url, str(data)) for name, url in stores.items()})
         for name, rep in results.items():
-            steps.add(f"replay {name}", rep["started"], rep["ended"],
-                      f"{rep['events_per_s']:,.0f} events/s" + (", in parallel" if len(results) > 1 else ""))
             if name == "chdb":
                 rep["disk_bytes"] = du_bytes(work / "chdb")
             else:
                 rep["disk_bytes"] = du_bytes(work / "dev" / "clickhouse" / "data" / "data" / devservers.CH_DATABASE)
                 rep["server_peak_rss_mib"] = peak_rss_mib(state.clickhouse["pid"])
+                rep["server_cpu_s"] = cpu_seconds(state.clickhouse["pid"]) - server_cpu0
+            cpu = rep["cpu_s"] + rep.get("server_cpu_s", 0.0)  # what it costs on a machine of its own
+            rep["events_per_cpu_s"] = rep["lines"] / max(cpu, 1e-6)
+            steps.add(f"replay {name}", rep["started"], rep["ended"], f"{rep['events_per_s']:,.0f} events/s, "
+                      f"{cpu:,.0f} CPU s" + (", in parallel" if len(results) > 1 else ""))
+            say(f"{name}: replay CPU {rep['cpu_s']:,.0f} s" + (f" + ClickHouse server CPU {rep['server_cpu_s']:,.0f} s"
+                                                               if name == "server" else "")
+                + f" = {rep['events_per_cpu_s']:,.0f} events per CPU second")
             say(f"{name}: {rep['lines']:,} lines ({rep['new_events']:,} distinct events, {rep['duplicates']:,} "
                 f"duplicates, {rep['stages']} stages) in {rep['seconds']:.0f} s = {rep['events_per_s']:,.0f} "
                 f"events/s; replay peak RSS {rep['peak_rss_mib']:,.0f} MiB; store on disk "

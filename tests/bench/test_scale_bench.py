@@ -41,6 +41,8 @@ def test_runs_end_to_end_at_tiny_scale(tmp_path: Path, capsys: pytest.CaptureFix
         assert st["peak_rss_mib"] > 0
         assert {"raw_events", "job_state", "file_state", "stage_numbers"} <= set(st["parts"])
     assert fig["stores"]["server"]["server_peak_rss_mib"] > 0
+    assert fig["stores"]["server"]["server_cpu_s"] > 0
+    assert all(fig["stores"][n]["cpu_s"] > 0 and fig["stores"][n]["events_per_cpu_s"] > 0 for n in ("chdb", "server"))
     poms = fig["poms"]
     assert poms["counts"]["jobs"] == fig["jobs"] and poms["ratio_chdb"] > 0 and poms["ratio_server"] > 0
     assert "check: status on chDB equals status on the ClickHouse server: same numbers" in text
@@ -203,3 +205,14 @@ def test_a_step_ends_when_its_process_exits_not_when_its_result_is_read() -> Non
     with pytest.raises(scale_bench.BenchFailure, match=r"step time \(bad\) failed \(exit 1\)"):
         child.result()
     assert child.ended is not None and child.ended < t_read - 1.5
+
+
+def test_cpu_seconds_of_a_process_grow_with_its_work_and_are_zero_when_it_is_gone() -> None:
+    import time
+
+    before = scale_bench.cpu_seconds(os.getpid())
+    end = time.process_time() + 0.3
+    while time.process_time() < end:
+        pass
+    assert scale_bench.cpu_seconds(os.getpid()) - before >= 0.2
+    assert scale_bench.cpu_seconds(2**22 + 12345) == 0.0  # above the kernel's pid_max: no such process
