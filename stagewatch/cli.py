@@ -12,7 +12,7 @@ import time
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import typer
 from rich.console import Console
@@ -273,8 +273,14 @@ def status(
         raise UserError("--watch redraws the table in place; for a script, add --exit-when-done (the JSON is "
                         "printed once, when it exits) or run status --format json in a loop.")
 
+    def eta_fits(result: dict[str, Any]) -> bool:
+        from stagewatch.views.overview import eta_can_show
+
+        return eta_can_show(result, _terminal_width())
+
     def read() -> dict[str, Any]:
-        result = _read_status(store, campaign, stage, when, clock, stall_threshold * 3600, rate_window)
+        result = _read_status(store, campaign, stage, when, clock, stall_threshold * 3600, rate_window,
+                              forecast=True if format == Fmt.json or wide else eta_fits)
         if not result["stages"]:
             if when is not None:
                 err.print(f"No events of the selected stages at or before {fmt_ts(when)} UTC (--at): their first "
@@ -302,14 +308,15 @@ def status(
 
 
 def _read_status(url: str | None, campaign: str | None, stage: str | None, at: float | None, clock: float | None,
-                 threshold_s: float, rate_window_h: float = DEFAULT_RATE_WINDOW_H) -> dict[str, Any]:
+                 threshold_s: float, rate_window_h: float = DEFAULT_RATE_WINDOW_H,
+                 forecast: "bool | Callable[[dict[str, Any]], bool]" = True) -> dict[str, Any]:
     """`read_status` at a moment: `at` selects the events (ts <= at), `clock` is the stall clock; with the
-    forecast (located_rate_per_h, eta) over `rate_window_h`."""
+    forecast (located_rate_per_h, eta) over `rate_window_h` (see read_status for a callable `forecast`)."""
     from stagewatch.reading import read_status
 
     with open_read(url) as st:
         if at is None:
-            result = read_status(st, campaign, stage, as_of=clock, threshold_s=threshold_s, forecast=True,
+            result = read_status(st, campaign, stage, as_of=clock, threshold_s=threshold_s, forecast=forecast,
                                  rate_window_h=rate_window_h)
         else:  # in memory, no ephemeral store: the same numbers as read_status on store_at (tested)
             from stagewatch.timetravel import status_at

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 from processors.forecast import DEFAULT_RATE_WINDOW_H, window_seconds
 from processors.numbers import NUMBERS, RESTART_CAUSES, STALL_THRESHOLD_S
@@ -34,13 +34,21 @@ def _shape(row: dict[str, Any]) -> dict[str, Any]:
 
 def read_status(store: Store, campaign: str | None = None, stage: str | None = None, *,
                 as_of: float | None = None, threshold_s: float = STALL_THRESHOLD_S,
-                forecast: bool = False, rate_window_h: float = DEFAULT_RATE_WINDOW_H) -> dict[str, Any]:
+                forecast: "bool | Callable[[dict[str, Any]], bool]" = False,
+                rate_window_h: float = DEFAULT_RATE_WINDOW_H) -> dict[str, Any]:
     """Every stage's numbers; with ``forecast``, also located_rate_per_h and eta (FORECAST_NUMBERS) per stage
-    and ``rate_window_h`` at the top (what `status` shows: the Engine's numbers have no forecast)."""
+    and ``rate_window_h`` at the top (what `status` shows: the Engine's numbers have no forecast).
+
+    ``forecast`` may be a function of the result without it, saying whether to read it (the compact
+    overview reads it only when the ETA column can show: views.overview.eta_can_show); when it says no,
+    the result carries ``forecast_omitted``."""
     as_of = time.time() if as_of is None else as_of
     rows = store.query(queries.status_sql(campaign, stage, as_of=as_of, threshold_s=threshold_s))
     stages = [_shape(r) for r in rows]
     out: dict[str, Any] = {"as_of": as_of, "stall_threshold_s": threshold_s, "stages": stages}
+    if callable(forecast):
+        forecast = forecast(out)
+        out["forecast_omitted"] = not forecast
     if forecast:
         out["rate_window_h"] = rate_window_h
         found = read_forecast(store, campaign, stage, as_of=as_of, rate_window_h=rate_window_h) if stages else {}

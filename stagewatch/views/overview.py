@@ -139,6 +139,7 @@ class Overview:
     shown: list[Column]
     hidden: list[Column]
     width: int
+    spare: int = 0  # compact: columns left over after the number columns shown (before names widen)
 
 
 def overview(result: dict[str, Any], width: int, wide: bool = False) -> Overview:
@@ -152,7 +153,8 @@ def overview(result: dict[str, Any], width: int, wide: bool = False) -> Overview
     if wide:
         candidates = _wide_columns(result)
     else:
-        candidates = [c for c in COMPACT if c.header != "ETA" or any("eta" in s for s in stages)]
+        candidates = [c for c in COMPACT if c.header != "ETA" or result.get("forecast_omitted")
+                      or any("eta" in s for s in stages)]
     texts = {id(c): [c.text(s, now) for s in stages] for c in candidates}
     widths = {id(c): _width(c, texts[id(c)]) for c in candidates}
     longest_campaign = max([len("Campaign")] + [len(s["campaign"]) for s in stages])
@@ -172,7 +174,8 @@ def overview(result: dict[str, Any], width: int, wide: bool = False) -> Overview
                 break  # strict priority: a later, narrower column never replaces an earlier one
             shown.append(c)
             used += extra
-        name_w = min(longest, name_w + width - used)  # what is left widens the names, up to the longest
+        spare = width - used
+        name_w = min(longest, name_w + spare)  # what is left widens the names, up to the longest
     hidden = [c for c in candidates if c not in shown]
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=0, expand=False)
     if wide:
@@ -197,7 +200,19 @@ def overview(result: dict[str, Any], width: int, wide: bool = False) -> Overview
             campaign = s["campaign"]
             table.add_row(Text(campaign, style="underline"), *([Text("")] * len(shown)))
         table.add_row(label, *cells)
-    return Overview(table, shown, hidden, width)
+    return Overview(table, shown, hidden, width, 0 if wide else spare)
+
+
+def eta_can_show(result: dict[str, Any], width: int) -> bool:
+    """Whether the compact overview of ``result`` (read without the forecast) at ``width`` could show the ETA.
+
+    Why: the ETA is the last column in priority, so it shows only when every other column fits and room
+    is left; at 120 and 80 columns it never does. `status` reads the forecast (a scan of every input's
+    located time) only when this is true, and otherwise marks the result ``forecast_omitted`` so the
+    caption still names the ETA among the columns not shown.
+    """
+    view = overview(result, width)
+    return not view.hidden and view.spare >= GAP + len("ETA")
 
 
 def caption(result: dict[str, Any], view: Overview) -> Text:

@@ -255,3 +255,43 @@ def test_eta_and_rate_are_shown_when_the_result_has_them():
     assert any("12.5" in ln and "2017-06-20 15:01" in ln for ln in lines)
     without = big_result([("c", "s")])
     assert "ETA" not in [c.header for c in overview(without, 220).shown]  # no forecast in the result, no column
+
+
+@pytest.mark.parametrize("columns", ["80", "120", "400"])
+def test_compact_status_reads_the_forecast_only_when_the_eta_can_show(capsys, monkeypatch, talk_like_store, columns):
+    """The forecast scans every input's located time: the compact view reads it only when its ETA column (last
+    in priority) can show; otherwise the caption still names the ETA among the columns not shown."""
+    from stagewatch import reading
+
+    calls = []
+    real = reading.read_forecast
+    monkeypatch.setattr(reading, "read_forecast", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setenv("COLUMNS", columns)
+    code, out, err = run_cli(capsys, "status", "--store", talk_like_store)
+    assert code == 0, err
+    body, _, caption = out.partition("not shown at this width:")
+    shown = "ETA" in body
+    assert bool(calls) is shown, out
+    if not shown:
+        assert "ETA" in flat(caption), out
+    if columns == "80":
+        assert not calls  # at 80 columns the ETA never fits
+    if columns == "400":
+        assert calls and shown
+    for args in (["--format", "json"], ["--wide"]):  # every number: always read
+        calls.clear()
+        code, out, err = run_cli(capsys, "status", "--store", talk_like_store, *args)
+        assert code == 0, err
+        assert calls
+
+
+def test_eta_can_show_only_when_every_other_column_fits():
+    from stagewatch.views.overview import eta_can_show
+
+    result = big_result([("c", "s")])
+    assert not eta_can_show(result, 80)
+    wide_enough = next(w for w in range(80, 600) if eta_can_show(result, w))
+    assert all(eta_can_show(result, w) for w in range(wide_enough, wide_enough + 50))
+    with_eta = {**result, "stages": [{**s, "eta": None, "located_rate_per_h": 0.0} for s in result["stages"]]}
+    assert "ETA" in [c.header for c in overview(with_eta, wide_enough).shown]
+    assert "ETA" not in [c.header for c in overview(with_eta, wide_enough - 1).shown]
