@@ -58,9 +58,10 @@ CLI = [sys.executable, "-c", "from stagewatch.cli import main; main()"]
 # The same, under cProfile (written when the worker ends, also on SIGTERM: typer's exit is a SystemExit).
 PROFILED_CLI = [sys.executable, "-c", "import cProfile, sys\n"
                 "from stagewatch.cli import main\n"
+                "out = sys.argv.pop(1)\n"
                 "p = cProfile.Profile()\n"
                 "p.enable()\n"
-                "try:\n    main()\nfinally:\n    p.disable()\n    p.dump_stats(sys.argv.pop(1))\n"]
+                "try:\n    main()\nfinally:\n    p.disable()\n    p.dump_stats(out)\n"]
 # The workers import the code of this checkout, not whatever stagewatch is installed (`python -c` puts the
 # working directory, not the checkout, first on sys.path): a figure belongs to the tree that printed it.
 CHILD_ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(

@@ -87,25 +87,29 @@ class StepsRun:
 
     def job_batch(self, batch: list[tuple[str, bytes, bytes]]) -> None:
         events = []
-        partition_of: dict[str, int] = {}
+        partition_of: dict[str, int] = {}  # the worker takes an event's partition from its message
         for _, key, raw in batch:
             ev = decode_event(raw)
             assert isinstance(ev, JobEvent) and ev.entity.encode() == key
             events.append(ev)
-            partition_of[entity_key(ev.campaign, ev.stage, ev.job_id)] = partition_for_key(key, self.partitions)
+            partition_of[entity_key(ev.campaign, ev.stage, ev.job_id)] = 0
         res = apply_job_events(self.jobs, events)
         self._write(res, self.jobs)
 
     def file_batch(self, batch: list[tuple[str, bytes, bytes]]) -> None:
         events = []
         links = []
+        partition_of: dict[str, int] = {}  # as the worker builds it (from the messages' partitions)
         for data in self.links:
-            links.extend(decode_link_batch(data).links)
+            for link in decode_link_batch(data).links:
+                links.append(link)
+                partition_of[entity_key(link.campaign, link.stage, link.parent)] = 0
         self.links = []
         for _, key, raw in batch:
             ev = decode_event(raw)
             assert isinstance(ev, FileEvent) and ev.entity.encode() == key
             events.append(ev)
+            partition_of[entity_key(ev.campaign, ev.stage, ev.file)] = 0
         res = apply_file_inputs(self.files, events, links)
         self._write(res, self.files)
         by_partition: dict[int, list[Any]] = {}
