@@ -36,12 +36,15 @@ from typing import Any, Callable, Iterable
 from ingest.lines import InputError, iter_input_lines
 from processors.engine import Engine
 from processors.rows import dead_letter_row, raw_event_row, stage_row
-from schemas.events import DeadLetter, Event, InvalidEvent, JobEvent, decode_event, encode_event, raw_from_text
+from schemas.events import (DeadLetter, Event, InvalidEvent, JobEvent, decode_event, encode_event, raw_from_text,
+                            raw_to_text)
 from schemas.queries import literal, where
-from stagewatch.sink import StoreSink
+from stagewatch.sink import StoreSink, conflict_position, dead_letter_position
 from stagewatch.store.base import Store
 
 log = logging.getLogger("stagewatch.replay")
+
+STDIN_SOURCE = "<stdin>"  # the source of lines read from `-` (_replay_files)
 
 #: How the reason of a conflicting copy's dead letter starts (processors.stage.Conflict.reason).
 CONFLICT_REASON_PREFIX = "conflicting duplicate of event_id"
@@ -348,7 +351,10 @@ class Replayer:
             self.report.conflicts += 1
             log.warning("replay.conflicting_duplicate source=%s position=%s event_id=%s", source, position,
                         c.dropped.event_id)
-            self.dead_letter(DeadLetter(source, position, c.reason, encode_event(c.dropped)))
+            # keyed by the losing copy, not by the line that met it: a re-run meets it at another line
+            met = f" (met at line {position})" if position.isdigit() else f" (met at {position})" if position else ""
+            self.dead_letter(DeadLetter(source, conflict_position(c.dropped_digest), c.reason + met,
+                                        encode_event(c.dropped)))
         self.sink.replaced("raw_events")
 
     def feed_line(self, raw: bytes, source: str, position: str) -> None:
@@ -365,6 +371,16 @@ class Replayer:
             self.flush(state=self._since_state >= self.state_every)
 
     def dead_letter(self, dl: DeadLetter) -> None:
+        """Record a rejected record (report, dead_letter row, on_invalid).
+
+        dead_letter is keyed by (source, position). A record fed without a position (replay_events, the SAM
+        and follow store writers) and a line of stdin (one source name for every input) are keyed by their
+        bytes too (stagewatch.sink.dead_letter_position): distinct records never share a row, and the same
+        input replayed again writes the same keys.
+        """
+        if not dl.position or (dl.source == STDIN_SOURCE and dl.position.isdigit()):
+            key = dead_letter_position(raw_to_text(bytes(dl.raw)), dl.reason)
+            dl = DeadLetter(dl.source, f"{dl.position} {key}" if dl.position else key, dl.reason, dl.raw)
         self.report.invalid.append(dl)
         self.sink.add("dead_letter", dead_letter_row(dl, time.time()))
         if self.on_invalid:

@@ -6,10 +6,19 @@ gives up (the retry time runs out, or its `stop` event is set): nothing is dropp
 
 Raw events are written before state rows (TABLE_ORDER), and the stage row last: a write interrupted
 between them leaves state rows behind the events, never ahead, which the replay detects and repairs.
+
+Dead letters are keyed by (source, position) (a ReplacingMergeTree: the same bad record seen twice is one
+row). A record without a position (events fed as objects: stagewatch.replay.replay_events, the SAM and
+follow store writers, any writer that passes none) gets one derived from its bytes here
+(`dead_letter_position`), so distinct records never collapse into one row and a re-run adds no copy. A
+conflicting copy that lost is keyed by its own content (`conflict_position`), not by the line that met it;
+its source stays the input where it was met, so a loser met from two different inputs in two runs (its
+winner's file first, then its own) is one row per input.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -31,6 +40,32 @@ ROW_KEYS: dict[str, tuple[int, ...]] = {"raw_events": tuple(RAW_COLUMNS.index(c)
     "campaign", "stage", "kind", "entity", "event_id"))}
 
 TABLE_ORDER = ("dead_letter", "raw_events", "job_attempts", "job_state", "file_state", "stage_numbers")
+
+DERIVED_POSITION_PREFIX = "blake2b:"
+CONFLICT_POSITION_PREFIX = "conflicting copy "
+
+
+def dead_letter_position(raw: str, reason: str) -> str:
+    """The position of a dead letter that came without one: the blake2b digest of its stored bytes.
+
+    `raw` is the dead_letter.raw text (schemas.events.raw_to_text: one text per byte string, so one digest
+    per record); a record with no bytes at all is told apart by its reason. Stable across runs and
+    processes (no counter, no clock): replaying the same input again writes the same keys.
+    """
+    data = raw.encode("utf-8", "surrogatepass") if raw else b"reason:" + reason.encode("utf-8", "surrogatepass")
+    return DERIVED_POSITION_PREFIX + hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def conflict_position(dropped_digest: bytes) -> str:
+    """The position of a conflicting copy that lost (processors.stage.Conflict.dropped_digest: the blake2b of
+    its canonical content): the same whichever copy arrived first and at whatever line it was met."""
+    return CONFLICT_POSITION_PREFIX + dropped_digest.hex()
+
+
+def keyed_dead_letters(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`rows` with a derived position for each dead letter that has none (see dead_letter_position)."""
+    return [r if r.get("position") else {**r, "position": dead_letter_position(r.get("raw") or "", r.get("reason") or "")}
+            for r in rows]
 
 
 class StoreSink:
@@ -85,6 +120,8 @@ class StoreSink:
             if table in self._replaced:
                 rows = self.pending[table] = self._last_per_key(table, rows)
                 self._replaced.discard(table)
+            if table == "dead_letter":
+                rows = self.pending[table] = keyed_dead_letters(rows)
             t0 = time.perf_counter()
             self._insert_with_retry(table, rows, ROW_COLUMNS.get(table))
             dt = time.perf_counter() - t0

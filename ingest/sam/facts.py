@@ -86,13 +86,18 @@ def to_event(fact: Fact, eid: str, ts: float, campaign: str, stage: str) -> File
     return decode_event(encode_event(ev))  # type: ignore[return-value]
 
 
-def dead_letter(source: str, fact: Fact, reason: str) -> DeadLetter:
+def dead_letter(source: str, fact: Fact, reason: str, eid: str) -> DeadLetter:
+    """A fact the contract refuses. Its position ends with the fact's event id (`event_id`: a hash of the
+    source, campaign, stage, type, file, detail and parents), so two facts never share a dead_letter key
+    (ReplacingMergeTree keyed by source and position): the same file delivered by two projects, two
+    locations of one output, or two long names with the same first 200 characters are two dead letters;
+    the type and the start of the name are kept before it for the reader."""
     import json
 
     raw = json.dumps({"type": fact.type, "file": fact.file, "detail": fact.detail,
                       "parents": list(fact.parents or ()), "submission": fact.submission},
                      ensure_ascii=False).encode("utf-8", "surrogatepass")
-    return DeadLetter(source, f"{fact.type} {fact.file[:200]}", reason, raw)
+    return DeadLetter(source, f"{fact.type} {fact.file[:200]} {eid}", reason, raw)
 
 
 def parse_sam_time(value: Any) -> float | None:

@@ -19,6 +19,7 @@ them; ``commit()`` after an acknowledged write marks them emitted.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -35,6 +36,9 @@ from ingest.sam.facts import (RANK_STEP_S, STATUS_GROUPS, Fact, dead_letter, eve
                               parse_sam_time, to_event)
 from ingest.sam.http import SamError, SamHttp
 from schemas.events import DeadLetter, FileEvent, InvalidEvent, decode_event, encode_event
+
+#: Position prefix of a checkpointed event that no longer decodes (followed by the digest of its bytes).
+CHECKPOINT_POSITION = "checkpoint"
 
 log = logging.getLogger("stagewatch.sam")
 
@@ -103,7 +107,10 @@ class SamPoller:
             try:
                 ev = decode_event(msgspec.json.encode(raw))
             except InvalidEvent as exc:  # cannot happen for what we saved, but never lose it silently
-                res.dead_letters.append(DeadLetter(self.src, "checkpoint", str(exc), msgspec.json.encode(raw)))
+                data = msgspec.json.encode(raw)  # keyed by its bytes: several refused ones are several rows
+                res.dead_letters.append(DeadLetter(self.src, f"{CHECKPOINT_POSITION} "
+                                                   f"{hashlib.blake2b(data, digest_size=16).hexdigest()}",
+                                                   str(exc), data))
                 continue
             pending_ids.add(ev.event_id)
             res.events.append(ev)  # type: ignore[arg-type]
@@ -117,14 +124,14 @@ class SamPoller:
             try:
                 ev = to_event(fact, eid, ts, self.source.campaign, self.source.stage)
             except (InvalidEvent, ValueError, TypeError) as exc:
-                res.dead_letters.append(dead_letter(self.src, fact, str(exc)))
+                res.dead_letters.append(dead_letter(self.src, fact, str(exc), eid))
                 continue
             res.events.append(ev)  # type: ignore[arg-type]
         # write-ahead: the first-seen ts of every new event is on disk before anything is written
         self.ckpt.pending = [msgspec.json.decode(encode_event(ev)) for ev in res.events]
         self._uncommitted = [ev.event_id for ev in res.events] + [
             event_id(self.src, self.source.campaign, self.source.stage, _fact_of(dl)) for dl in res.dead_letters
-            if dl.position != "checkpoint"]
+            if not dl.position.startswith(CHECKPOINT_POSITION)]
         self.ckpt.children |= child_state["fetched"]
         self.ckpt.declared |= child_state["declared"]
         self.ckpt.located |= child_state["located"]

@@ -30,10 +30,10 @@ def test_retries_until_the_store_accepts():
     store = FakeStore(fail=3)
     waits = []
     sink = StoreSink(store, retry_for_s=float("inf"), sleep=waits.append)
-    sink.add("dead_letter", {"x": 1})
+    sink.add("dead_letter", {"x": 1, "position": "7"})
     assert sink.flush() == 1
     assert waits == [0.5, 1.0, 2.0]
-    assert store.inserted == [("dead_letter", [{"x": 1}])]
+    assert store.inserted == [("dead_letter", [{"x": 1, "position": "7"}])]
     assert len(sink) == 0
 
 
