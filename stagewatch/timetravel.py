@@ -94,6 +94,12 @@ class Split:
 
     done: list[StageKey] = field(default_factory=list)
     partial: list[StageKey] = field(default_factory=list)
+    later: list[StageKey] = field(default_factory=list)  # only events after `at`: absent from the view
+
+    @property
+    def all_done(self) -> bool:
+        """Every selected stage stood at `at` as it stands now: the user's store is the view."""
+        return bool(self.done) and not self.partial and not self.later
 
 
 def split_stages(store: Store, at: float, campaign: str | None = None, stage: str | None = None) -> Split:
@@ -107,16 +113,16 @@ def split_stages(store: Store, at: float, campaign: str | None = None, stage: st
     """
     w = where(campaign, stage)
     t = literal(float(at))
-    seen = store.query(f"SELECT campaign, stage, max(ts) <= {t} AS done, uniqExact(kind, entity, event_id) AS n "
+    seen = store.query(f"SELECT campaign, stage, uniqExact(kind, entity, event_id) AS n "
                        f"FROM raw_events WHERE {w} AND ts <= {t} GROUP BY campaign, stage")
-    if not seen:
-        return Split()
     later = {(r["campaign"], r["stage"]) for r in store.query(
         f"SELECT DISTINCT campaign, stage FROM raw_events WHERE {w} AND ts > {t}")}
+    if not seen:
+        return Split(later=sorted(later))
     rows = {(r["campaign"], r["stage"]): int(r["events"]) for r in store.query(
         f"SELECT campaign, stage, events FROM stage_numbers FINAL WHERE {w}")}
     conflicted = conflicted_stages(store)
-    out = Split()
+    out = Split(later=sorted(later - {(r["campaign"], r["stage"]) for r in seen}))
     for r in seen:
         key = (r["campaign"], r["stage"])
         if key not in later and rows.get(key) == int(r["n"]) and key not in conflicted:
@@ -353,7 +359,7 @@ def store_at(store: Store, at: float, campaign: str | None = None, stage: str | 
 
     t0 = time.perf_counter()
     split = split_stages(store, at, campaign, stage)
-    if split.done and not split.partial:
+    if split.all_done:
         log.info("timetravel.ready at=%s done_stages=%d store=user seconds=%.2f", at, len(split.done),
                  time.perf_counter() - t0)
         yield store

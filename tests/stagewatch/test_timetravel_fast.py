@@ -118,7 +118,8 @@ def test_split_stages_done_partial_absent(chdb_store):
     c = f"{_RUN}split{next(_n)}"
     replay_events(chdb_store, _now_and_later(c))
     split = split_stages(chdb_store, 500.0, c)
-    assert split.done == [(c, "stage1")] and split.partial == [(c, "s2")]  # s3: no event at or before 500
+    assert split.done == [(c, "stage1")] and split.partial == [(c, "s2")] and split.later == [(c, "s3")]
+    assert not split.all_done
     assert split_stages(chdb_store, 50.0, c).done == split_stages(chdb_store, 50.0, c).partial == []
     assert split_stages(chdb_store, 900.0, c).done == [(c, "s2"), (c, "s3"), (c, "stage1")]
 
@@ -135,6 +136,17 @@ def test_a_done_selection_is_read_from_the_users_store_itself(chdb_store, monkey
     assert s["files_located"] == 1 and s["jobs_completed_ok"] == 1
     got = status_at(chdb_store, 1000.0, c)
     assert [s["stage"] for s in got["stages"]] == ["s2", "s3", "stage1"]
+
+
+def test_a_stage_that_starts_after_t_keeps_the_view_ephemeral(chdb_store):
+    """stage1 done and s3 not started at T: the user's store would show s3, so the view is built."""
+    c = f"{_RUN}later{next(_n)}"
+    replay_events(chdb_store, [e for e in _now_and_later(c) if e.stage != "s2"])
+    assert split_stages(chdb_store, 500.0, c).later == [(c, "s3")]
+    with store_at(chdb_store, 500.0, c) as past:
+        assert past is not chdb_store
+        assert [s["stage"] for s in reading.read_status(past, c, as_of=500.0)["stages"]] == ["stage1"]
+    assert [s["stage"] for s in status_at(chdb_store, 500.0, c)["stages"]] == ["stage1"]
 
 
 def _refuse(*a, **kw):
