@@ -33,7 +33,10 @@ class Engine:
         """Apply one event; True when it changed the state: a new event, or a conflicting copy of a stored
         event that wins (smaller content hash) and replaces it. False for an exact duplicate or a losing copy.
         """
-        return self.stage(ev.campaign, ev.stage).apply(ev)
+        st = self.stages.get((ev.campaign, ev.stage))  # the stage exists but for an event's first: one lookup
+        if st is None:
+            st = self.stage(ev.campaign, ev.stage)
+        return st.apply(ev)
 
     def take_conflicts(self) -> list[Conflict]:
         """The conflicting copies seen since the last call (each: kept, dropped, reason), oldest first."""

@@ -95,6 +95,9 @@ class Replayer:
         self._opened: set[tuple[str, str]] = set()
         self._pending: list[tuple[Event, str, str, bytes | None]] = []
         self._now = time.time()
+        # The raw_events row of an accepted event: a store may take its own cheaper form of it (a chDB store:
+        # stagewatch.store.chdb_store.PendingEvent, written by the store from the event itself).
+        self._raw_row: Callable[[Event, str, float], Any] = getattr(store, "pending_raw_row", None) or raw_event_row
         # Engines that resolve conflicting copies of an event_id report them here (processors.stage.Conflict).
         self._take_conflicts: Callable[[], list[Any]] | None = getattr(self.engine, "take_conflicts", None)
         self._conflicted: dict[tuple[str, str], set[tuple[str, str]]] | None = None  # stage -> {(kind, name)}
@@ -151,7 +154,8 @@ class Replayer:
             log.info("replay.stage_loaded campaign=%s stage=%s stored_events=%d", key[0], key[1], n)
 
     def _load_touched(self, batch: list[tuple[Event, str, str, bytes | None]]) -> None:
-        """Load the stored entities a batch touches in the stages that start from a stored row (partial)."""
+        """Open the batch's new stages and load the stored entities it touches in the stages that start from a
+        stored row (partial)."""
         jobs: dict[tuple[str, str], set[str]] = {}
         files: dict[tuple[str, str], set[str]] = {}
         stages = self.engine.stages
@@ -159,7 +163,11 @@ class Replayer:
         for ev, _, _, _ in batch:
             key = (ev.campaign, ev.stage)
             st = stages.get(key)
-            if st is None or not st.partial:
+            if st is None:
+                if key not in self._opened:
+                    self._open_stage(key)
+                st = self.engine.stage(*key)
+            if not st.partial:
                 continue
             known = paged.get(key)
             if type(ev) is JobEvent:
@@ -306,36 +314,31 @@ class Replayer:
         batch, self._pending = self._pending, []
         if not batch:
             return
-        for key in {(ev.campaign, ev.stage) for ev, _, _, _ in batch}:
-            if key not in self._opened:
-                self._open_stage(key)
         self._load_touched(batch)
+        # The replay's hot loop (once per event): no per-event method lookups.
+        apply, take, report, add = self.engine.apply, self._take_conflicts, self.report, self.sink.add
+        raw_row, now = self._raw_row, self._now
         for ev, source, position, raw in batch:
-            self._apply(ev, source, position, raw)
+            try:
+                new = apply(ev)
+            except Exception as exc:  # a bug in the engine must not lose the replay: this event is a dead letter
+                self._engine_failed(ev, exc, source, position, raw)
+                continue
+            replaced = False
+            if take is not None:
+                conflicts = take()
+                if conflicts:
+                    self._record_conflicts(conflicts, source, position)
+                    replaced = any(c.kept is ev for c in conflicts)
+            if not new:
+                report.duplicates += 1  # an exact copy, or a conflicting copy that lost (also a dead letter)
+                continue
+            if not replaced:  # a winning conflicting copy replaces an event: counted in report.conflicts
+                report.new_events += 1
+            add("raw_events", raw_row(ev, source, now))
         for key, st in self.engine.stages.items():
             if st.partial and st._times_stale:
                 self._load_rest(key)
-
-    def _apply(self, ev: Event, source: str, position: str, raw: bytes | None) -> bool:
-        """Apply one event and queue its raw row; False when it changed nothing (duplicate, conflict lost, error)."""
-        try:
-            new = self.engine.apply(ev)
-        except Exception as exc:  # a bug in the engine must not lose the replay: this event is a dead letter
-            self._engine_failed(ev, exc, source, position, raw)
-            return False
-        replaced = False
-        if self._take_conflicts is not None:
-            conflicts = self._take_conflicts()
-            if conflicts:
-                self._record_conflicts(conflicts, source, position)
-                replaced = any(c.kept is ev for c in conflicts)
-        if not new:
-            self.report.duplicates += 1  # an exact copy, or a conflicting copy that lost (also a dead letter)
-            return False
-        if not replaced:  # a winning conflicting copy replaces an event: counted in report.conflicts
-            self.report.new_events += 1
-        self.sink.add("raw_events", raw_event_row(ev, source, self._now))
-        return True
 
     def _engine_failed(self, ev: Event, exc: Exception, source: str, position: str, raw: bytes | None) -> None:
         self.report.engine_errors += 1

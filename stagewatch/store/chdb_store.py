@@ -18,12 +18,33 @@ from typing import Any, Sequence
 
 import msgspec
 
+from schemas.events import JOB_SCHEMA, FileEvent, JobEvent
+from schemas.queries import literal
 from stagewatch.store.base import DATABASE, Store, StoreError
 
 log = logging.getLogger("stagewatch.store")
 
 _encoder = msgspec.json.Encoder()
 _INSERT_SETTINGS = "optimize_on_insert=0, max_threads=1, max_insert_threads=1, input_format_parallel_parsing=0"
+
+_RAW_STAGING = "stagewatch_raw_staging"  # the session-local Memory table of ChdbStore._insert_events
+
+
+class PendingEvent(tuple):
+    """A raw_events row not spelled out yet: what the replay queues for a chDB store instead of
+    processors.rows.raw_event_row's 25 values (ChdbStore._insert_events writes the same row from it).
+
+    Items: the row key (campaign, stage, kind, entity, event_id, at the positions raw_event_row has them,
+    which is all stagewatch.sink reads of a raw row), then the event, its source and its ingestion time.
+    """
+
+    __slots__ = ()
+
+
+def pending_event(ev: Any, source: str, ingested_ts: float) -> PendingEvent:
+    if type(ev) is JobEvent:
+        return PendingEvent((ev.campaign, ev.stage, "job", ev.job_id, ev.event_id, ev, source, ingested_ts))
+    return PendingEvent((ev.campaign, ev.stage, "file", ev.file, ev.event_id, ev, source, ingested_ts))
 
 MARKER = ".stagewatch-store"
 MARKER_FORMAT = 1
@@ -123,6 +144,7 @@ class ChdbStore(Store):
             raise StoreError(f"Cannot open the chDB store at {self.path}: {exc}. Only one process may use a "
                              "chDB data path at a time; stop the other one or pass another --store.") from exc
         atexit.register(self.close)  # chDB crashes at interpreter exit with a session still open
+        self._raw_sql: tuple[str, str] | None = None  # _insert_events' statements, made on first use
         try:
             if create:
                 self._run(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
@@ -144,6 +166,70 @@ class ChdbStore(Store):
         body = b"\n".join(map(_encoder.encode, rows))
         self._run(f"INSERT INTO {table} ({', '.join(columns)}) SETTINGS {_INSERT_SETTINGS} "
                   f"FORMAT JSONCompactEachRow\n" + body.decode())
+
+    #: The raw_events rows of accepted events, as the replay queues them for this store (see PendingEvent).
+    pending_raw_row = staticmethod(pending_event)
+
+    def insert(self, table: str, rows: Sequence[Any], columns: Sequence[str] | None = None) -> None:
+        """Insert rows (Store.insert); raw_events rows queued as PendingEvent take the fast path."""
+        if rows and type(rows[0]) is PendingEvent:
+            if table != "raw_events":
+                raise ValueError(f"pending events are raw_events rows, not {table} rows")
+            self._insert_events(rows)
+            return
+        super().insert(table, rows, columns)
+
+    def _insert_events(self, rows: Sequence[Any]) -> None:
+        """Insert PendingEvent rows: the same raw_events rows as processors.rows.raw_event_row gives, faster.
+
+        Why not rows: building a 25-column row per event in Python and having chDB parse it costs about
+        twice what this does. Each event's own canonical JSON (schemas.events.encode_event, msgspec in C)
+        goes into a session-local Memory table shaped like the contract, and one INSERT ... SELECT derives
+        the row columns there: kind and entity from the schema tag, '' and NULL for absent fields (their
+        defaults), the source and ingestion time as literals (one statement per run of rows that share
+        them). tests/stagewatch/test_chdb_insert_events.py checks the rows equal raw_event_row's.
+        The staging table is temporary (never in the store) and emptied before and after every use.
+        """
+        stage_sql, select_sql = self._raw_staging()
+        i, n = 0, len(rows)
+        while i < n:
+            source, ingested_ts = rows[i][6], rows[i][7]
+            j = i + 1
+            while j < n and rows[j][6] == source and rows[j][7] == ingested_ts:
+                j += 1
+            body = b"\n".join([_encoder.encode(r[5]) for r in rows[i:j]])
+            self._run(f"TRUNCATE TABLE {_RAW_STAGING}")
+            try:
+                self._run(stage_sql + body.decode())
+                self._run(select_sql.format(source=literal(source), ingested_ts=repr(float(ingested_ts))))
+            finally:
+                self._run(f"TRUNCATE TABLE {_RAW_STAGING}")
+            i = j
+
+    def _raw_staging(self) -> tuple[str, str]:
+        """The staging table (created once per session) and the two statements that go through it."""
+        if self._raw_sql is None:
+            from processors.rows import RAW_COLUMNS
+
+            types = {r["name"]: r["type"] for r in self.query("DESCRIBE TABLE raw_events")}
+            fields = {"schema": "String"}
+            for cls in (JobEvent, FileEvent):
+                for f in cls.__struct_fields__:
+                    fields.setdefault(f, types[f])
+            self._run(f"CREATE TEMPORARY TABLE IF NOT EXISTS {_RAW_STAGING} "
+                      f"({', '.join(f'{f} {t}' for f, t in fields.items())}) ENGINE = Memory")
+            derived = {"kind": f"if(schema = {literal(JOB_SCHEMA)}, 'job', 'file')",
+                       "entity": f"if(schema = {literal(JOB_SCHEMA)}, job_id, file)",
+                       "source": "{source}", "ingested_ts": "{ingested_ts}"}
+            missing = [c for c in RAW_COLUMNS if c not in derived and c not in fields]
+            if missing:  # pragma: no cover - a raw column added without saying where it comes from
+                raise StoreError(f"raw_events columns {missing} have no source in the event contract")
+            self._raw_sql = (
+                f"INSERT INTO {_RAW_STAGING} SETTINGS {_INSERT_SETTINGS}, input_format_skip_unknown_fields=0 "
+                "FORMAT JSONEachRow\n",
+                f"INSERT INTO raw_events ({', '.join(RAW_COLUMNS)}) SETTINGS {_INSERT_SETTINGS} "
+                f"SELECT {', '.join(derived.get(c, c) for c in RAW_COLUMNS)} FROM {_RAW_STAGING}")
+        return self._raw_sql
 
     def query(self, sql: str) -> list[dict[str, Any]]:
         res = self._run(sql, "JSONEachRow")
