@@ -59,6 +59,13 @@ def test_at_equals_replaying_only_the_events_up_to_then(capsys, tmp_path, events
                     == cli_json(capsys, "jobs", *sel, "--store", prefix, "--limit", "1000"))
             assert (cli_json(capsys, "missing-files", *sel, "--store", full_store, "--at", str(t))["files"]
                     == cli_json(capsys, "missing-files", *sel, "--store", prefix)["files"])
+            # reads raw_events: the ephemeral store writes them when this query first names the table
+            by = ("--by", "submission")
+            assert (cli_json(capsys, "missing-files", *sel, *by, "--store", full_store, "--at", str(t))["submissions"]
+                    == cli_json(capsys, "missing-files", *sel, *by, "--store", prefix)["submissions"])
+        # every stage at once: stages done at t (read as they are) next to stages replayed up to t
+        assert (cli_json(capsys, "sites", "--store", full_store, "--at", str(t))
+                == cli_json(capsys, "sites", "--store", prefix))
 
 
 def test_at_table_says_the_moment_and_last_progress_is_not_after_it(capsys, events, full_store):
