@@ -152,3 +152,4 @@ def test_the_worker_timer_releases_memory_off_the_event_loop(monkeypatch: Any) -
     w._memory_executor.shutdown()
     assert len(threads) == 2 and all(t.startswith("memory") for t in threads)
     assert w._memory_logs == 2
+
