@@ -148,7 +148,6 @@ class PhaseTimers:
     WRAPPED: tuple[tuple[str, str, str, str], ...] = (
         # (module, object or "", attribute, phase)
         ("stagewatch.replay", "", "decode_event", "read+decode"),
-        ("stagewatch.replay", "Replayer", "_apply", "engine apply"),
         ("stagewatch.replay", "Replayer", "_run_batch", "engine apply"),
         ("processors.stage", "StageState", "settle", "re-derive/settle"),
         ("stagewatch.sink", "StoreSink", "add_dirty", "rows"),
@@ -188,7 +187,10 @@ class PhaseTimers:
             owner = importlib.import_module(mod)
             if obj:
                 owner = getattr(owner, obj)
-            orig = getattr(owner, attr)
+            orig = getattr(owner, attr, None)
+            if orig is None:  # renamed since: say so rather than charge its time elsewhere silently
+                print(f"note: {mod}.{obj}.{attr} not found; its time counts as its caller's", file=sys.stderr)
+                continue
             self._undo.append((owner, attr, orig))
             setattr(owner, attr, self._wrap(orig, phase))
         self._mark = time.process_time()

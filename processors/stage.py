@@ -34,6 +34,7 @@ from processors.numbers import STALL_THRESHOLD_S
 from schemas.events import Event, FileEvent, JobEvent, encode_event
 
 _bisect_left = bisect.bisect_left
+_JOB_RANK, _FILE_RANK = jobmod.JOB_TYPE_RANK, filemod.FILE_TYPE_RANK
 
 #: One event's worth of version (see the module doc): the conflict bonus of an entity stays below it.
 VERSION_UNIT = 1 << 36
@@ -192,8 +193,15 @@ class StageState:
             ok = self._apply_file(ev)  # type: ignore[arg-type]
         if not ok:
             return False
-        ts = ev.ts
-        self.totals.observe(ts, ts, ts if ev.type in ("terminated", "output_located") else None)
+        ts = ev.ts  # StageCounters.observe(ts, ts, ts if progress), inline: once per event
+        t = self.totals
+        if t.first_event_ts is None or ts < t.first_event_ts:
+            t.first_event_ts = ts
+        if t.last_event_ts is None or ts > t.last_event_ts:
+            t.last_event_ts = ts
+        if (ev.type == "terminated" or ev.type == "output_located") and (
+                t.last_progress_ts is None or ts > t.last_progress_ts):
+            t.last_progress_ts = ts
         return True
 
     @property
@@ -204,7 +212,7 @@ class StageState:
         ent = self.jobs.get(ev.job_id)
         if ent is None:
             ent = self.jobs[ev.job_id] = _Entity(ev.job_id)
-        r = ent.add(jobmod.sort_key(ev), ev)
+        r = ent.add((ev.ts, _JOB_RANK[ev.type], ev.event_id), ev)  # jobmod.sort_key, inline
         if r is not True:
             if r is False or not self._conflict(r, ev):
                 return False
@@ -223,7 +231,7 @@ class StageState:
         ent = self.files.get(ev.file)
         if ent is None:
             ent = self.files[ev.file] = _Entity(ev.file)
-        r = ent.add(filemod.sort_key(ev), ev)
+        r = ent.add((ev.ts, _FILE_RANK[ev.type], ev.event_id), ev)  # filemod.sort_key, inline
         if r is not True:
             if r is False or not self._conflict(r, ev):
                 return False

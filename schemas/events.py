@@ -171,7 +171,10 @@ def _to_unix(ts: datetime | float) -> float:
     return float(ts)
 
 
-class JobEvent(msgspec.Struct, tag_field="schema", tag=JOB_SCHEMA, kw_only=True, omit_defaults=True):
+# gc=False: an event holds only strings, numbers and a list of strings, so it can be in no reference cycle; the
+# garbage collector then never tracks or scans the hundreds of thousands a replay keeps (less work, and 16 bytes
+# less per event).
+class JobEvent(msgspec.Struct, tag_field="schema", tag=JOB_SCHEMA, kw_only=True, omit_defaults=True, gc=False):
     """One HTCondor job-state transition of one job (one attempt's start or end, a hold, ...)."""
 
     event_id: Name
@@ -201,7 +204,7 @@ class JobEvent(msgspec.Struct, tag_field="schema", tag=JOB_SCHEMA, kw_only=True,
         return self.job_id
 
 
-class FileEvent(msgspec.Struct, tag_field="schema", tag=FILE_SCHEMA, kw_only=True, omit_defaults=True):
+class FileEvent(msgspec.Struct, tag_field="schema", tag=FILE_SCHEMA, kw_only=True, omit_defaults=True, gc=False):
     """One fact about one file of a stage: declared as input, delivered, processed, output, located."""
 
     event_id: Name
