@@ -190,9 +190,12 @@ def test_a_stage_with_a_conflict_dead_letter_is_replayed(chdb_store):
     assert (c, "stage1") in split.partial and (c, "s2") in split.done
 
 
-def test_tables_are_written_when_first_read_raw_events_only_for_event_queries(chdb_store):
+@pytest.mark.parametrize("per_stage", [20, 0])
+def test_tables_are_written_when_first_read_raw_events_only_for_event_queries(chdb_store, monkeypatch, per_stage):
     """`files --at` writes file_state only; a query of raw_events writes the replayed stages' events and
-    copies the done stages' raw rows from the user's store (the dance between the two chDB paths)."""
+    copies the done stages' raw rows from the user's store (the dance between the two chDB paths).
+    per_stage 0: the stages are read with one query over the selection, the others' rows dropped."""
+    monkeypatch.setattr(timetravel, "PER_STAGE_QUERIES", per_stage)
     c = f"{_RUN}lazy{next(_n)}"
     replay_events(chdb_store, _now_and_later(c))
     want_j1 = reading.read_job(chdb_store, c, "stage1", "j1")
