@@ -52,47 +52,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.scale_procs import (  # noqa: E402
+    BenchFailure, Steps, cpu_seconds, peak_rss_mib, restart_clock, run_child, run_children, say, since_start)
 from bench.scale_steps import (  # noqa: E402
     AS_OF, STATUS, STATUS_WIDE, child_poms, child_replay, child_simulate, child_time)
 
 GOAL_OVERVIEW_MS = 50.0
 GOAL_DRILL_MS = 200.0
 GOAL_RATIO = 100.0
-GOAL_TOTAL_S = 30 * 60.0  # the whole bench at --jobs 1000000 on the 2-core machine
 SKIPPABLE = ("chdb", "server", "poms", "panels")
-_T0 = time.monotonic()
-
-
-class BenchFailure(SystemExit):
-    """The two sides disagree (or a step failed): printed, and the bench exits 1."""
-
-
-def say(msg: str) -> None:
-    print(f"[{time.monotonic() - _T0:7.1f} s] {msg}", flush=True)
 
 
 # ------------------------------------------------------------------------------------------------
-# memory and disk
-
-
-def peak_rss_mib(pid: int) -> float:
-    """VmHWM: the process's peak resident set so far (0 when it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used so far (0 when it is gone): /proc/PID/stat."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+# disk
 
 
 def du_bytes(path: Path) -> int:
@@ -159,117 +131,6 @@ def merge_parts(files: list[Path], out: Path) -> int:
         for h in handles:
             h.close()
     return n
-
-
-# ------------------------------------------------------------------------------------------------
-# child processes: each measured step in its own process, so its peak RSS is its own
-
-
-class Child:
-    """One measured step in a niced child process of its own, started now, its result read by ``result()``.
-
-    Its peak RSS is its own (it reports it), its "[progress]" lines are shown as they come, prefixed with
-    ``label`` (two children may run at once: the chDB and the server replays, one core each), and a step
-    that hangs is ended by its own pid after ``timeout`` seconds.
-    """
-
-    def __init__(self, label: str, *args: str, timeout: float = 7200) -> None:
-        import threading
-
-        cmd = ["nice", "-n", "10", sys.executable, str(Path(__file__).resolve()), "--child", *args]
-        self.label, self.step = label, args[0]
-        self.started = time.monotonic() - _T0
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-        self._err: list[str] = []
-        self._out: list[str] = []
-        self.ended: float | None = None  # when the process exited (not when its result was read)
-        self._threads = [threading.Thread(target=self._pump_err, daemon=True),
-                         threading.Thread(target=self._read_out, daemon=True)]
-        for th in self._threads:
-            th.start()
-        self._timer = threading.Timer(timeout, self.kill)
-        self._timer.start()
-
-    def _pump_err(self) -> None:
-        for line in self.proc.stderr:  # type: ignore[union-attr]
-            if line.startswith("[progress]"):
-                say(f"  [{self.label}] " + line[len("[progress] "):].rstrip())
-            else:
-                self._err.append(line)
-
-    def _read_out(self) -> None:
-        self._out.append(self.proc.stdout.read())  # type: ignore[union-attr]
-        self.proc.wait()
-        self.ended = time.monotonic() - _T0
-
-    def result(self) -> dict[str, Any]:
-        """Wait for the step; its JSON result with ``started``/``ended`` (seconds since the bench started)."""
-        try:
-            self.proc.wait()
-        finally:
-            self._timer.cancel()
-        for th in self._threads:
-            th.join(10)
-        ended = self.ended if self.ended is not None else time.monotonic() - _T0
-        if self.proc.returncode != 0:
-            raise BenchFailure(f"step {self.step} ({self.label}) failed (exit {self.proc.returncode}):\n"
-                               f"{''.join(self._err)[-4000:]}")
-        out = json.loads("".join(self._out).strip().splitlines()[-1])
-        out.update(started=self.started, ended=ended)
-        return out
-
-    def kill(self) -> None:
-        """End the child by its pid if it still runs (a failed sibling, a timeout, Ctrl-C)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def run_child(*args: str, label: str = "", timeout: float = 7200) -> dict[str, Any]:
-    """Run one measured step in a niced child process and wait for it."""
-    child = Child(label or args[0], *args, timeout=timeout)
-    try:
-        return child.result()
-    finally:
-        child.kill()
-
-
-def run_children(steps: dict[str, tuple[str, ...]], timeout: float = 7200) -> dict[str, dict[str, Any]]:
-    """Run several measured steps at the same time, one child each; if one fails the others are ended."""
-    children: dict[str, Child] = {}
-    try:
-        for label, args in steps.items():
-            children[label] = Child(label, *args, timeout=timeout)
-        return {label: child.result() for label, child in children.items()}
-    finally:
-        for child in children.values():
-            child.kill()
-
-
-# ------------------------------------------------------------------------------------------------
-# the steps and their wall times
-
-
-class Steps:
-    """Wall time of each step (start and end since the bench started: parallel steps overlap)."""
-
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-
-    def add(self, name: str, started: float, ended: float, note: str = "") -> None:
-        self.rows.append({"step": name, "started": started, "ended": ended, "seconds": ended - started,
-                          "note": note})
-
-    def print_table(self, total_s: float, goal_s: float = GOAL_TOTAL_S) -> None:
-        """The table the 30-minute goal is read from: each step, then the total wall time."""
-        print("steps (wall time; steps that ran at the same time overlap):", flush=True)
-        print(f"    {'step':<22} {'seconds':>9} {'from':>8} {'to':>8}  note", flush=True)
-        for r in self.rows:
-            print(f"    {r['step']:<22} {r['seconds']:9.1f} {r['started']:8.1f} {r['ended']:8.1f}  {r['note']}",
-                  flush=True)
-        verdict = "met" if total_s < goal_s else "NOT met"
-        print(f"    {'total wall time':<22} {total_s:9.1f} = {total_s / 60:.1f} min "
-              f"(goal: under {goal_s / 60:.0f} min: {verdict})", flush=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -456,8 +317,7 @@ def main(argv: list[str] | None = None) -> int:
                "poms": lambda: child_poms(rest[0], rest[1], int(rest[2]), float(rest[3]))}[op]()
         print(json.dumps(out))
         return 0
-    global _T0
-    _T0 = time.monotonic()  # the wall time the step table adds up to: this run's, from its start
+    restart_clock()  # the wall time the step table adds up to: this run's, from its start
     skip = set(filter(None, args.skip.split(",")))
     unknown = skip - set(SKIPPABLE)
     if unknown:
@@ -484,20 +344,20 @@ def input_lines(args: argparse.Namespace, steps: Steps) -> tuple[Path, int]:
     args.cache.mkdir(parents=True, exist_ok=True)
     data = args.cache / f"scale-{args.jobs}-{args.files_per_job:g}-{args.seed}.jsonl"
     counted = data.with_suffix(".lines")
-    t = time.monotonic() - _T0
+    t = since_start()
     if data.exists():
         note = f"cached: {data}"
     else:
         n = generate(args.jobs, args.files_per_job, args.seed, data)
         counted.write_text(f"{n}\n")
         note = f"{n:,} events simulated"
-        say(f"simulated {n:,} events in {time.monotonic() - _T0 - t:.0f} s ({data.stat().st_size / 1e6:,.0f} MB)")
+        say(f"simulated {n:,} events in {since_start() - t:.0f} s ({data.stat().st_size / 1e6:,.0f} MB)")
     try:
         lines = int(counted.read_text())
     except (OSError, ValueError):
         lines = sum(1 for _ in open(data, "rb"))
         counted.write_text(f"{lines}\n")
-    steps.add("simulate", t, time.monotonic() - _T0, note)
+    steps.add("simulate", t, since_start(), note)
     return data, lines
 
 
@@ -507,7 +367,7 @@ def run(args: argparse.Namespace, skip: set[str]) -> dict[str, Any]:
     try:
         measure(args, skip, steps, figures)
     finally:
-        total = time.monotonic() - _T0
+        total = since_start()
         figures.update(steps=steps.rows, wall_s=total)
         steps.print_table(total)
     return figures
@@ -582,7 +442,7 @@ def measure(args: argparse.Namespace, skip: set[str], steps: Steps, figures: dic
 
         if "poms" not in skip:
             say("starting PostgreSQL 15 for the POMS-style database ...")
-            t = time.monotonic() - _T0
+            t = since_start()
             with postgres_server.running_postgres() as pg:
                 say(f"PostgreSQL on port {pg.port} (pid {pg.pid}); loading the current state of {first}")
                 pr = run_child("poms", read_urls[first], pg.dsn, str(args.runs), str(args.poms_max_s),
@@ -591,7 +451,7 @@ def measure(args: argparse.Namespace, skip: set[str], steps: Steps, figures: dic
                 pr["disk_bytes"] = pg.disk_bytes()
             reads_from = pr["ended"] - pr["reads_s"]
             steps.add("poms load", t, reads_from, "PostgreSQL start, schema and load")
-            steps.add("poms reads", reads_from, time.monotonic() - _T0, "overview by joins, then stop")
+            steps.add("poms reads", reads_from, since_start(), "overview by joins, then stop")
             figures["poms"] = {k: v for k, v in pr.items() if k != "rows"}
             o = pr["overview"]
             say(f"POMS-style: loaded {pr['counts']} in {pr['load_s']:.0f} s; database on disk "
@@ -615,14 +475,14 @@ def measure(args: argparse.Namespace, skip: set[str], steps: Steps, figures: dic
             kafka_state = devservers.up(work / "kafka", only="kafka", kafka_port=a, kafka_controller_port=b)
             expected = results[first]["status"]
             for n in (1, 2):
-                t = time.monotonic() - _T0
+                t = since_start()
                 dev_dirs.append(work / f"dev-w{n}")
                 ch = start_clickhouse(dev_dirs[-1])  # a server of its own: the numbers start from nothing
                 say(f"stream with {n} worker(s) into a new ClickHouse server (pid {ch.clickhouse['pid']}) ...")
                 sr = stream_run(ch.store_url, kafka_state.kafka_bootstrap, data, n, args.partitions, expected,
                                 work, args.stream_timeout)
                 sr["server_peak_rss_mib"] = peak_rss_mib(ch.clickhouse["pid"])
-                steps.add(f"stream {n} worker(s)", t, time.monotonic() - _T0, f"{sr['events_per_s']:,.0f} events/s")
+                steps.add(f"stream {n} worker(s)", t, since_start(), f"{sr['events_per_s']:,.0f} events/s")
                 say(f"check: status after {n} worker(s) equals the embedded replay's: same numbers")
                 figures[f"stream_{n}"] = sr
                 say(f"{n} worker(s): {sr['events_per_s']:,.0f} events/s ({lines:,} lines counted in "

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import scale_bench, scale_steps
+from bench import scale_bench, scale_procs, scale_steps
 
 
 def _pid_alive(pid: int) -> bool:
@@ -140,7 +140,7 @@ def test_a_fast_query_makes_every_run() -> None:
 
 
 def test_step_table_shows_each_step_and_the_total_against_the_goal(capsys: pytest.CaptureFixture[str]) -> None:
-    steps = scale_bench.Steps()
+    steps = scale_procs.Steps()
     steps.add("simulate", 0.0, 2.0, "cached: x.jsonl")
     steps.add("replay chdb", 2.0, 600.0, "in parallel")
     steps.add("replay server", 2.0, 1500.0, "in parallel")
@@ -197,12 +197,12 @@ def test_a_step_ends_when_its_process_exits_not_when_its_result_is_read() -> Non
     """Two children at once: the first to finish is not stamped with the time the other one took."""
     import time
 
-    child = scale_bench.Child("bad", "time", "-", "-", "-", "-")  # exits 1 at once: "-" is no run count
+    child = scale_procs.Child("bad", "time", "-", "-", "-", "-")  # exits 1 at once: "-" is no run count
     while child.proc.poll() is None:
         time.sleep(0.05)
     time.sleep(2.0)  # the result is read 2 s after the process exited
-    t_read = time.monotonic() - scale_bench._T0
-    with pytest.raises(scale_bench.BenchFailure, match=r"step time \(bad\) failed \(exit 1\)"):
+    t_read = scale_procs.since_start()
+    with pytest.raises(scale_procs.BenchFailure, match=r"step time \(bad\) failed \(exit 1\)"):
         child.result()
     assert child.ended is not None and child.ended < t_read - 1.5
 
@@ -210,9 +210,9 @@ def test_a_step_ends_when_its_process_exits_not_when_its_result_is_read() -> Non
 def test_cpu_seconds_of_a_process_grow_with_its_work_and_are_zero_when_it_is_gone() -> None:
     import time
 
-    before = scale_bench.cpu_seconds(os.getpid())
+    before = scale_procs.cpu_seconds(os.getpid())
     end = time.process_time() + 0.3
     while time.process_time() < end:
         pass
-    assert scale_bench.cpu_seconds(os.getpid()) - before >= 0.2
-    assert scale_bench.cpu_seconds(2**22 + 12345) == 0.0  # above the kernel's pid_max: no such process
+    assert scale_procs.cpu_seconds(os.getpid()) - before >= 0.2
+    assert scale_procs.cpu_seconds(2**22 + 12345) == 0.0  # above the kernel's pid_max: no such process
