@@ -369,7 +369,7 @@ def run(args: argparse.Namespace, skip: set[str]) -> dict[str, Any]:
     finally:
         total = since_start()
         figures.update(steps=steps.rows, wall_s=total)
-        steps.print_table(total)
+        steps.print_table(total, args.jobs)
     return figures
 
 

@@ -20,6 +20,7 @@ from typing import Any
 BENCH = Path(__file__).resolve().with_name("scale_bench.py")  # its ``--child`` runs one step
 ROOT = BENCH.parent.parent
 GOAL_TOTAL_S = 30 * 60.0  # the whole bench at --jobs 1000000 on the 2-core machine
+GOAL_JOBS = 1_000_000
 _start = time.monotonic()
 
 
@@ -164,13 +165,14 @@ class Steps:
         self.rows.append({"step": name, "started": started, "ended": ended, "seconds": ended - started,
                           "note": note})
 
-    def print_table(self, total_s: float, goal_s: float = GOAL_TOTAL_S) -> None:
-        """The table the 30-minute goal is read from: each step, then the total wall time."""
+    def print_table(self, total_s: float, jobs: int = GOAL_JOBS, goal_s: float = GOAL_TOTAL_S) -> None:
+        """The table the 30-minute goal is read from: each step, then the total wall time (judged against
+        the goal only for a run of the goal's size: a smaller one meeting it says nothing)."""
         print("steps (wall time; steps that ran at the same time overlap):", flush=True)
         print(f"    {'step':<22} {'seconds':>9} {'from':>8} {'to':>8}  note", flush=True)
         for r in self.rows:
             print(f"    {r['step']:<22} {r['seconds']:9.1f} {r['started']:8.1f} {r['ended']:8.1f}  {r['note']}",
                   flush=True)
-        verdict = "met" if total_s < goal_s else "NOT met"
-        print(f"    {'total wall time':<22} {total_s:9.1f} = {total_s / 60:.1f} min "
-              f"(goal: under {goal_s / 60:.0f} min: {verdict})", flush=True)
+        goal = f"goal at {GOAL_JOBS:,} jobs: under {goal_s / 60:.0f} min"
+        verdict = ("met" if total_s < goal_s else "NOT met") if jobs >= GOAL_JOBS else f"this run: {jobs:,} jobs"
+        print(f"    {'total wall time':<22} {total_s:9.1f} = {total_s / 60:.1f} min ({goal}: {verdict})", flush=True)

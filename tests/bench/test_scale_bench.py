@@ -144,13 +144,15 @@ def test_step_table_shows_each_step_and_the_total_against_the_goal(capsys: pytes
     steps.add("simulate", 0.0, 2.0, "cached: x.jsonl")
     steps.add("replay chdb", 2.0, 600.0, "in parallel")
     steps.add("replay server", 2.0, 1500.0, "in parallel")
-    steps.print_table(1600.0)
+    steps.print_table(1600.0, 1_000_000)
     text = capsys.readouterr().out
     assert re.search(r"replay chdb +598\.0 +2\.0 +600\.0  in parallel", text)
     assert re.search(r"replay server +1498\.0 +2\.0 +1500\.0", text)
-    assert "total wall time" in text and "1600.0 = 26.7 min (goal: under 30 min: met)" in text
-    steps.print_table(1800.5)
-    assert "30.0 min (goal: under 30 min: NOT met)" in capsys.readouterr().out
+    assert "total wall time" in text and "1600.0 = 26.7 min (goal at 1,000,000 jobs: under 30 min: met)" in text
+    steps.print_table(1800.5, 1_000_000)
+    assert "30.0 min (goal at 1,000,000 jobs: under 30 min: NOT met)" in capsys.readouterr().out
+    steps.print_table(600.0, 100_000)  # a smaller run is not judged against the goal
+    assert "10.0 min (goal at 1,000,000 jobs: under 30 min: this run: 100,000 jobs)" in capsys.readouterr().out
 
 
 def test_goals_are_printed_next_to_both_status_views() -> None:
