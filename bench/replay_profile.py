@@ -55,7 +55,7 @@ PHASES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("rows", "processors/numbers.py", ("ratio_pct", "core_hours", "_half_up")),
     ("rows", "stagewatch/sink.py", ("add_dirty", "add", "_last_per_key")),
     ("re-derive/settle", "processors/stage.py", ("settle", "_refresh_file", "_file_contribution", "file_version",
-                                                 "_outputs_of", "own_version", "entity_version", "take_dirty",
+                                                 "_outputs_of", "outputs_of", "own_version", "entity_version", "take_dirty",
                                                  "_refold_times")),
     ("re-derive/settle", "processors/jobs.py", ("summarize_job", "contribution", "_cores", "__init__")),
     ("re-derive/settle", "processors/files.py", ("file_facts", "input_bucket", "__init__")),
