@@ -67,11 +67,20 @@ class Engine:
             jobs, files = st.take_dirty()
             if not jobs and not files:
                 continue
+            floors = st.floors is not None  # after a conflict: versions never at or below one written before
             for job_id in jobs:
                 ent = st.jobs[job_id]
-                yield "job_state", job_row(st, ent.view)
-                for row in job_attempt_rows(st, ent.view):
-                    yield "job_attempts", row
+                row = job_row(st, ent.view)
+                if floors:
+                    row["version"] = st.floored("job:" + job_id, row["version"])
+                yield "job_state", row
+                for arow in job_attempt_rows(st, ent.view):
+                    if floors:
+                        arow["version"] = row["version"]
+                    yield "job_attempts", arow
             for name in files:
-                yield "file_state", file_row(st, name)
+                row = file_row(st, name)
+                if floors:
+                    row["version"] = st.floored("file:" + name, row["version"])
+                yield "file_state", row
             yield "stage_numbers", stage_row(st)

@@ -180,6 +180,13 @@ class StageState:
         self.partial = False
         self._recent_jobs: set[str] = set()
         self._recent_files: set[str] = set()
+        # Version floors ("job:ID" / "file:NAME" -> the version last written for it), kept once a conflict
+        # touched the stage (None before). Why: a winning copy's rows carry versions raised by content-hash
+        # bonuses and by outputs that no longer name a file (former_children); an entity loaded again
+        # after its losing copy left raw_events (merged away) or after a restart derives a lower version,
+        # and its new rows would lose to the stale ones in the ReplacingMergeTree. A row is never written
+        # at or below its floor (processors.engine.Engine.dirty_rows).
+        self.floors: dict[str, int] | None = None
 
     # -- applying events -------------------------------------------------------------------------
     def apply(self, ev: Event) -> bool:
@@ -247,6 +254,8 @@ class StageState:
     def _conflict(self, c: Conflict, ev: Event) -> bool:
         """Record a conflict; True when the arriving copy won (its entity changed)."""
         self.conflicts.append(c)
+        if self.floors is None:
+            self.floors = {}
         if c.kept is not ev:
             return False
         self._times_stale = True
@@ -334,6 +343,25 @@ class StageState:
     def outputs_of(self, name: str) -> list[filemod.FileFacts]:
         """The facts of the outputs naming ``name`` as a parent (its bucket and located time come from them)."""
         return [self.files[o].view for o in self.children.get(name, ())]
+
+    def track_versions(self, stored: dict[str, int]) -> None:
+        """Start (or extend) the version floors with stored rows' versions ("job:ID"/"file:NAME" -> version)."""
+        floors = self.floors if self.floors is not None else {}
+        for k, v in stored.items():
+            if v > floors.get(k, -1):
+                floors[k] = v
+        self.floors = floors
+
+    def floored(self, key: str, version: int) -> int:
+        """The version to write for entity ``key``: above its floor, which then becomes this version."""
+        floors = self.floors
+        if floors is None:
+            return version
+        f = floors.get(key)
+        if f is not None and version <= f:
+            version = f + 1
+        floors[key] = version
+        return version
 
     # -- reading -----------------------------------------------------------------------------------
     def file_version(self, name: str) -> int:

@@ -142,6 +142,8 @@ class Replayer:
         if self._take_conflicts is not None:
             self._take_conflicts()  # stored copies resolved again, the same way: recorded when they arrived
         st = self.engine.stage(*key)
+        if n:
+            st.track_versions(stored_versions(self.store, key))  # rows written again must outrank the stored ones
         if n and not self._state_current(key, stage_row(st)):
             self.report.repaired_stages.add(key)
             st.settle()  # keeps every loaded entity dirty: written with the next state flush
@@ -422,6 +424,21 @@ class _Paged:
 
     jobs: set[str] = field(default_factory=set)
     links: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+def stored_versions(store: Store, key: tuple[str, str]) -> dict[str, int]:
+    """The newest stored row version of every job ("job:ID") and file ("file:NAME") of a stage.
+
+    Why: a stage loaded whole may derive lower versions than the rows it wrote before (a winning copy's
+    content-hash bonus and a former output's version live only in the process that met the conflict);
+    StageState.track_versions makes every row written again outrank the stored one.
+    """
+    w = where(*key)
+    out = {"job:" + r["job_id"]: int(r["v"]) for r in
+           store.query(f"SELECT job_id, max(version) AS v FROM job_state WHERE {w} GROUP BY job_id")}
+    out.update({"file:" + r["file"]: int(r["v"]) for r in
+                store.query(f"SELECT file, max(version) AS v FROM file_state WHERE {w} GROUP BY file")})
+    return out
 
 
 @contextlib.contextmanager

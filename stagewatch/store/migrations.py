@@ -93,16 +93,17 @@ class RewriteStateRows:
 
     Why: a new derived column (e.g. file_state.input_located_ts) has no value in rows written before it;
     the raw events hold everything, and the Engine derives every row from them exactly as a replay does.
-    One stage at a time (memory is bounded by the largest stage). A rewritten row has the same version as
-    the row it replaces, and ReplacingMergeTree keeps the last inserted of equal versions, so the new row
-    is the one read (tests/stagewatch/test_migrate.py checks it on chDB and on ClickHouse 18.16). Safe to
-    run twice: the second run writes the same rows again.
+    One stage at a time (memory is bounded by the largest stage). Every rewritten row gets a version above
+    the stored row's (StageState.track_versions), so the new row is the one read (tests/stagewatch/
+    test_migrate.py checks it on chDB and on ClickHouse 18.16). Safe to run twice: the second run writes
+    the same rows again, with higher versions.
     """
 
     why: str
 
     def run(self, store: "Store") -> None:
         from processors.engine import Engine
+        from stagewatch.replay import stored_versions
         from stagewatch.sink import StoreSink
 
         keys = [(r["campaign"], r["stage"]) for r in
@@ -112,6 +113,7 @@ class RewriteStateRows:
             for ev in store.load_events([key]):
                 engine.apply(ev)
             engine.take_conflicts()  # resolved again the same way; recorded when they first arrived
+            engine.stage(*key).track_versions(stored_versions(store, key))
             sink = StoreSink(store)
             sink.add_dirty(engine)
             rows = sink.flush()

@@ -130,3 +130,34 @@ def test_page_out_keeps_memory_to_the_active_entities(store):
     e = Engine()
     e.apply_all(events)
     assert read_status(store, c, as_of=t0 + 1000)["stages"] == e.numbers(as_of=t0 + 1000)
+
+
+@pytest.mark.parametrize("self_parent", [True, False])
+def test_rows_written_after_a_conflict_outrank_the_stored_ones_in_a_later_replay(store, self_parent):
+    """A winning copy takes a parent away (the parent's version kept the former output's version and the
+    content bonus); the losing copy's raw row is gone. A later replay derives lower versions from the winners
+    alone: its rows must still replace the stored ones (found by hypothesis: a file's `outputs` stayed [])."""
+    from processors.stage import resolve
+
+    campaign = f"floor{next(_n)}"
+    parent = "in3" if self_parent else "in0"
+    declared = file("in3", "output_declared", 15.0, eid="e20", campaign=campaign, parents=[parent])
+    ts = 10.0
+    while True:  # a `failed` copy of e20 that wins over the declaration (the smaller content hash)
+        failed = file("in3", "failed", ts, eid="e20", campaign=campaign)
+        if resolve(declared, failed).kept is failed:
+            break
+        ts += 1.0
+    first = [file("in3", "skipped", 0.0, campaign=campaign), file("in0", "input_declared", 1.0, campaign=campaign),
+             declared]
+    _replay(store, first, 50_000, 250_000)
+    _replay(store, [failed], 50_000, 250_000)  # a later process meets the winning copy
+    first.append(failed)
+    later = [file("out1", "output_declared", 9.0, campaign=campaign, parents=["in3", "in0"]),
+             file("out1", "output_located", 12.0, campaign=campaign)]
+    _replay(store, later, 1, 2)
+    e = Engine()
+    e.apply_all(winners(first + later))
+    assert read_status(store, campaign, as_of=AS_OF)["stages"] == e.numbers(as_of=AS_OF)
+    report = verify(store, campaign=campaign)
+    assert report.ok, report.differences
