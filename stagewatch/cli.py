@@ -674,6 +674,9 @@ def verify(
         console.print(line, highlight=False, markup=False)
     checked = (f"{report.stages_checked} stage(s), {report.jobs_checked:,} job(s) and "
                f"{report.files_checked:,} file(s) checked")
+    if report.stale_attempt_rows:
+        checked += (f"; {report.stale_attempt_rows:,} attempt row(s) left by conflicting copies are kept but not "
+                    "counted by any number")
     if not report.ok:
         entities = (f", {report.entity_differences:,} job/attempt/file row(s) differ"
                     if report.entity_differences else "")

@@ -169,3 +169,15 @@ def test_verify_catches_a_reader_that_counts_the_stale_row(store, stale, monkeyp
     assert any("sites" in d and "attempts" in d for d in report.differences), report.differences
     monkeypatch.undo()
     assert verify_mod.verify(store, campaign=c).ok
+
+
+@pytest.mark.servers
+def test_cli_verify_says_how_many_attempt_rows_it_did_not_count(capsys, clickhouse_server, stale, store):
+    from tests.stagewatch.test_cli_escaping import flat, run_cli
+
+    if not store.url.startswith("clickhouse"):
+        return  # the chDB store is open in this process (one path per process): the server case runs the CLI
+    c, _ = stale
+    code, out, err = run_cli(capsys, "verify", "--store", clickhouse_server.store_url, "--campaign", c)
+    assert code == 0, err
+    assert "1 attempt row(s) left by conflicting copies are kept but not counted" in flat(err)
