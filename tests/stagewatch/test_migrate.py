@@ -70,6 +70,7 @@ def write_as_v1(st, events) -> None:
         insert(table, [columns[i] for i in keep], [[row[i] for i in keep] for row in rows])
 
     st._insert_rows = old_insert
+    st.pending_raw_row = None  # chDB's raw-row fast path knows only today's columns: rows as v1 wrote them
     replay_events(st, events)
 
 
