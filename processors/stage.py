@@ -69,9 +69,24 @@ class Conflict:
     dropped_digest: bytes = b""
 
     @property
+    def dead_letter_position(self) -> str:
+        """Where the losing copy's dead letter is keyed: its content digest, the same whichever copy came first,
+        wherever it was met and however often (a re-run, a batch processed again after a crash)."""
+        return conflict_position(self.dropped_digest)
+
+    @property
     def reason(self) -> str:
         return (f"conflicting duplicate of event_id {self.kept.event_id!r}: kept the copy with the smaller content "
                 f"hash ({self.kept_digest.hex()[:12]} < {self.dropped_digest.hex()[:12]})")
+
+
+CONFLICT_POSITION_PREFIX = "conflicting copy "
+
+
+def conflict_position(dropped_digest: bytes) -> str:
+    """The dead-letter position of a conflicting copy that lost (Conflict.dropped_digest: the blake2b of its
+    canonical content)."""
+    return CONFLICT_POSITION_PREFIX + dropped_digest.hex()
 
 
 def resolve(stored: Any, arriving: Any) -> Conflict | None:

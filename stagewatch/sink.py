@@ -26,6 +26,7 @@ from collections import defaultdict
 from typing import Any, Callable
 
 from processors.engine import Engine
+from processors.stage import CONFLICT_POSITION_PREFIX, conflict_position  # noqa: F401  (re-exported)
 from processors.rows import RAW_COLUMNS
 from stagewatch.store.base import Store, StoreError
 
@@ -42,7 +43,6 @@ ROW_KEYS: dict[str, tuple[int, ...]] = {"raw_events": tuple(RAW_COLUMNS.index(c)
 TABLE_ORDER = ("dead_letter", "raw_events", "job_attempts", "job_state", "file_state", "stage_numbers")
 
 DERIVED_POSITION_PREFIX = "blake2b:"
-CONFLICT_POSITION_PREFIX = "conflicting copy "
 
 
 def dead_letter_position(raw: str, reason: str) -> str:
@@ -55,11 +55,6 @@ def dead_letter_position(raw: str, reason: str) -> str:
     data = raw.encode("utf-8", "surrogatepass") if raw else b"reason:" + reason.encode("utf-8", "surrogatepass")
     return DERIVED_POSITION_PREFIX + hashlib.blake2b(data, digest_size=16).hexdigest()
 
-
-def conflict_position(dropped_digest: bytes) -> str:
-    """The position of a conflicting copy that lost (processors.stage.Conflict.dropped_digest: the blake2b of
-    its canonical content): the same whichever copy arrived first and at whatever line it was met."""
-    return CONFLICT_POSITION_PREFIX + dropped_digest.hex()
 
 
 def keyed_dead_letters(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -85,6 +85,7 @@ class _Rejected:
     key: bytes | None
     raw: bytes
     reason: str
+    position: str | None = None  # None: "partition/offset" of the message
 
 
 @dataclass
@@ -273,7 +274,7 @@ class StreamWorker:
     def _reject(self, io: AgentIO, r: _Rejected) -> None:
         """A bad record: to the dead-letter topic (cut to a size Kafka accepts: raw_bytes/raw_truncated headers)
         and, with every byte, to the dead_letter table."""
-        position = f"{r.partition}/{r.offset}"
+        position = r.position or f"{r.partition}/{r.offset}"
         publish_dead_letter(io.producer, self.topics, r.raw, r.reason, r.topic, position, r.key)
         io.sink.add("dead_letter", dead_letter_row(DeadLetter(r.topic, position, r.reason, r.raw), time.time()))
         self.metrics.dead_letters.labels(r.topic).inc()
@@ -320,8 +321,11 @@ class StreamWorker:
             dropped.add(id(c.dropped))
             fev = origin.get(id(c.dropped)) or origin.get(id(c.kept))  # the message that met the other copy
             msg = fev.message
+            # keyed by the losing copy's content, not by the message that met it: a batch processed again
+            # after a crash (or a re-publish) meets it at another offset and must not add a second row
             raw = bytes(msg.value) if origin.get(id(c.dropped)) is fev else encode_event(c.dropped)
-            self._reject(io, _Rejected(msg.topic, msg.partition, msg.offset, msg.key, raw, c.reason))
+            self._reject(io, _Rejected(msg.topic, msg.partition, msg.offset, msg.key, raw,
+                                       f"{c.reason} (met at {msg.partition}/{msg.offset})", c.dead_letter_position))
         for ev in events:
             if id(ev) not in dropped:
                 io.sink.add("raw_events", raw_event_row(ev, origin[id(ev)].message.topic, now))
