@@ -94,8 +94,9 @@ def test_conflicting_copies_in_a_batch_dead_letter_the_loser_and_write_only_the_
     assert (kept["ts"], kept["exit_code"]) == (c.kept.ts, c.kept.exit_code)
     (dl,) = [r for t, r in io.sink.rows if t == "dead_letter"]
     loser_raw = raw_a if c.dropped.exit_code == 0 else raw_b
-    assert dl["reason"] == c.reason and dl["reason"].startswith("conflicting duplicate of event_id 't'")
-    assert dl["position"] == f"0/{1 if loser_raw is raw_a else 2}"
+    assert dl["reason"].startswith("conflicting duplicate of event_id 't'")
+    assert dl["reason"] == f"{c.reason} (met at 0/{1 if loser_raw is raw_a else 2})"
+    assert dl["position"] == c.dead_letter_position  # the loser's content, not the offset that met it
     (sent,) = io.producer.sent
     assert sent[0] == w.topics.dead_letter and sent[1] == loser_raw
 
