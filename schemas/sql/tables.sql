@@ -71,7 +71,9 @@ CREATE TABLE IF NOT EXISTS job_state (
     version UInt64
 ) ENGINE = ReplacingMergeTree(version) ORDER BY (campaign, stage, job_id);
 
--- One row per attempt of a job (drill-down from job to attempt).
+-- One row per attempt of a job (drill-down from job to attempt). Rows are never deleted: a winning conflicting
+-- copy that takes a `started` away leaves the vanished attempt's row behind, so rows with attempt greater than
+-- job_state.attempts are stale; read this table through schemas.queries.current_attempts.
 CREATE TABLE IF NOT EXISTS job_attempts (
     campaign String,
     stage String,
@@ -162,7 +164,9 @@ CREATE TABLE IF NOT EXISTS dead_letter (
     received_ts Float64,
     received_time DateTime MATERIALIZED toDateTime(toUInt32(received_ts)),
     source String,          -- file path or topic
-    position String,        -- line number or partition/offset
+    position String,        -- line number or partition/offset; 'blake2b:<digest of raw>' for a record without one,
+                            -- '<line> blake2b:<digest>' for a line of stdin, 'conflicting copy <content digest>'
+                            -- for a losing copy (wherever it was met: a re-run adds no row)
     reason String,
     raw String              -- the exact bytes: their text if UTF-8, else 'hex:' + hex; the bytes in SQL:
                             -- if(startsWith(raw, 'hex:'), unhex(substring(raw, 5)), raw)
