@@ -118,12 +118,19 @@ JS = r"""
     var m = raw / p;
     return (m <= 1 ? 1 : m <= 2 ? 2 : m <= 5 ? 5 : 10) * p;
   }
-  function timeTicks(x0, x1, n) {
-    var span = x1 - x0, step = TIME_STEPS[TIME_STEPS.length - 1];
-    for (var i = 0; i < TIME_STEPS.length; i++) { if (span / TIME_STEPS[i] <= n) { step = TIME_STEPS[i]; break; } }
-    if (span / step > n) { step = niceStep(span, n); }
+  function ticksEvery(x0, x1, step) {
     var out = [], t = Math.ceil(x0 / step) * step;
     for (; t <= x1 && out.length < 50; t += step) { out.push(t); }
+    return out;
+  }
+  function timeTicks(x0, x1, n) {
+    var span = x1 - x0, k = TIME_STEPS.length - 1, step = TIME_STEPS[k];
+    for (var i = 0; i < TIME_STEPS.length; i++) { if (span / TIME_STEPS[i] <= n) { k = i; step = TIME_STEPS[i]; break; } }
+    if (span / step > n) { step = niceStep(span, n); }
+    var out = ticksEvery(x0, x1, step);
+    // a span a little over one step may hold a single boundary (it depends on the time of day): take the
+    // next smaller step until the axis has two labels, so it always shows a scale
+    while (out.length < 2 && k > 0) { k -= 1; out = ticksEvery(x0, x1, TIME_STEPS[k]); }
     return out;
   }
   function valueTicks(ymax) {

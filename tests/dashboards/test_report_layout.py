@@ -272,3 +272,27 @@ def test_eta_column_is_the_forecast(chdb_loaded: Loaded) -> None:
     assert reco["located_rate_per_h"] == 0.17 and reco["eta"] == pytest.approx(as_of + 4 * 6 * 3600, abs=1)
     page = build_report(chdb_loaded.store, campaign=scenarios.PROBLEM, as_of=as_of)
     assert '>in 1 d<' in page  # reco's ETA cell, as a duration from the report's moment
+
+
+@needs_chromium
+def test_time_axes_have_two_ticks_whatever_the_time_of_day(tmp_path: Path) -> None:
+    """The report's timeTicks, run in Chromium over spans from 10 minutes to a year, each starting at every
+    hour of a day: at least two tick labels (a span a little over one step held a single midnight at some
+    hours of the day, and the layout test failed only then)."""
+    from stagewatch.report_static import JS
+
+    start, end = JS.index("  var TIME_STEPS"), JS.index("  function valueTicks")
+    spans = [600, 3600, 5400, 7200, 36000, 86400 * 1.2, 86400 * 1.6, 86400 * 2.2, 86400 * 5, 86400 * 40, 86400 * 365]
+    cases = [[1_764_547_200 + h * 3600 + 17, s] for s in spans for h in range(24)]
+    page = tmp_path / "ticks.html"
+    page.write_text("<html><body><pre id='out'></pre><script>\n" + JS[start:end] + "\nvar cases = "
+                    + json.dumps(cases) + ";\ndocument.getElementById('out').textContent = JSON.stringify("
+                    "cases.map(function (c) { return timeTicks(c[0], c[0] + c[1], 3).length; }));\n"
+                    "</script></body></html>", encoding="utf-8")
+    dom = chromium(page, tmp_path, "--dump-dom")
+    assert console_lines(dom.stderr) == []
+    counts = json.loads(html.unescape(re.search(r"<pre id=\"out\">(.*?)</pre>", dom.stdout, re.S).group(1)))
+    assert len(counts) == len(cases)
+    short = [(c, n) for c, n in zip(cases, counts) if n < 2]
+    assert not short, short
+    assert max(counts) <= 12
