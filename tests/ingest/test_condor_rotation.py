@@ -400,7 +400,12 @@ _CHILD = textwrap.dedent("""
 
 
 def _published(out: Path) -> list:
-    return [decode_event(line) for line in out.read_bytes().splitlines()] if out.exists() else []
+    """The complete lines the child published so far (a line still being written is read next time: a read
+    racing the child's write may see part of it)."""
+    if not out.exists():
+        return []
+    data = out.read_bytes()
+    return [decode_event(line) for line in data[:data.rfind(b"\n") + 1].splitlines()]
 
 
 def test_kill_9_while_the_log_rotates_then_restart_loses_nothing(tmp_path):
