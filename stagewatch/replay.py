@@ -39,7 +39,7 @@ from processors.rows import dead_letter_row, raw_event_row, stage_row
 from schemas.events import (DeadLetter, Event, InvalidEvent, JobEvent, decode_event, encode_event, raw_from_text,
                             raw_to_text)
 from schemas.queries import literal, where
-from stagewatch.sink import StoreSink, conflict_position, dead_letter_position
+from stagewatch.sink import StoreSink, dead_letter_position
 from stagewatch.store.base import Store
 
 log = logging.getLogger("stagewatch.replay")
@@ -358,7 +358,7 @@ class Replayer:
                         c.dropped.event_id)
             # keyed by the losing copy, not by the line that met it: a re-run meets it at another line
             met = f" (met at line {position})" if position.isdigit() else f" (met at {position})" if position else ""
-            self.dead_letter(DeadLetter(source, conflict_position(c.dropped_digest), c.reason + met,
+            self.dead_letter(DeadLetter(source, c.dead_letter_position, c.reason + met,
                                         encode_event(c.dropped)))
         self.sink.replaced("raw_events")
 

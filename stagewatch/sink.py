@@ -11,8 +11,8 @@ Dead letters are keyed by (source, position) (a ReplacingMergeTree: the same bad
 row). A record without a position (events fed as objects: stagewatch.replay.replay_events, the SAM and
 follow store writers, any writer that passes none) gets one derived from its bytes here
 (`dead_letter_position`), so distinct records never collapse into one row and a re-run adds no copy. A
-conflicting copy that lost is keyed by its own content (`conflict_position`), not by the line that met it;
-its source stays the input where it was met, so a loser met from two different inputs in two runs (its
+conflicting copy that lost is keyed by its own content (processors.stage.Conflict.dead_letter_position), not
+by the line that met it; its source stays the input where it was met, so a loser met from two different inputs in two runs (its
 winner's file first, then its own) is one row per input.
 """
 
@@ -26,7 +26,6 @@ from collections import defaultdict
 from typing import Any, Callable
 
 from processors.engine import Engine
-from processors.stage import CONFLICT_POSITION_PREFIX, conflict_position  # noqa: F401  (re-exported)
 from processors.rows import RAW_COLUMNS
 from stagewatch.store.base import Store, StoreError
 

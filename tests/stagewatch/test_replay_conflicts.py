@@ -9,7 +9,7 @@ from schemas.events import decode_event, encode_event
 from processors.stage import content_digest
 from stagewatch.reading import read_status
 from stagewatch.replay import replay_paths
-from stagewatch.sink import conflict_position
+from processors.stage import conflict_position
 from stagewatch.store import open_store
 from stagewatch.verify import verify
 from tests.builders import job
