@@ -272,8 +272,10 @@ def stream_run(store_url: str, kafka: str, path: Path, workers: int, partitions:
                     raise BenchFailure(f"a worker exited early: see its log under {work}")
                 if time.monotonic() - last_say > 30:
                     last_say = time.monotonic()
-                    say(f"  {sum(s['events'] for s in got):,} of {sum(s['events'] for s in expected):,} "
-                        f"distinct events counted; {len(diffs)} number(s) still differ")
+                    # the status shape has no event count: jobs and input files say how far the workers got
+                    say(f"  {sum(s['jobs'] for s in got):,} of {sum(s['jobs'] for s in expected):,} jobs and "
+                        f"{sum(s['input_files'] for s in got):,} of {sum(s['input_files'] for s in expected):,} "
+                        f"input files counted; {len(diffs)} number(s) still differ")
                 time.sleep(1.0)
     finally:
         for w in ws:
