@@ -33,7 +33,9 @@ from stagewatch.reading import read_status
 from stagewatch.store import open_store
 from tests.servers import free_ports
 
-AS_OF = 1_497_960_000.0  # fixed "now" for every comparison (after the tiny preset's end)
+# The fixed stall clock ("now") of every comparison. Events may come later (the simulated span varies with the
+# campaign name), so the CLI is given it as --now: --at / --as-of would cut the events at it.
+AS_OF = 1_497_960_000.0
 CLI = [sys.executable, "-c", "from stagewatch.cli import main; main()"]
 _counter = itertools.count()
 

@@ -80,7 +80,7 @@ def test_end_to_end_cli_publish_worker_status_verify(pipeline: Any, tmp_path: An
     assert [n["stage"] for n in expected] == ["mcgen", "reco"] and expected[0]["files_located"] > 0
     p.wait_numbers(expected)
 
-    status = subprocess.run([*CLI, "status", "--store", p.store_url, "--campaign", p.campaign, "--as-of", str(AS_OF),
+    status = subprocess.run([*CLI, "status", "--store", p.store_url, "--campaign", p.campaign, "--now", str(AS_OF),
                              "--format", "json"], capture_output=True, text=True, timeout=60)
     assert status.returncode == 0, status.stderr
     # every number of the engine, as `status` prints it (status may add derived columns of its own: rates, eta)
