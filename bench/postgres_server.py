@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from processors.faust.memory import proc_status_mib
+
 log = logging.getLogger("stagewatch.bench.postgres")
 
 def _newest_pg_bin() -> Path:
@@ -71,21 +73,11 @@ class PostgresServer:
 
     def rss_mib(self) -> float:
         """Resident memory of the postmaster and all its backends (PostgreSQL is one process per connection)."""
-        return sum(_rss_mib(p) for p in [self.pid, *_children(self.pid)])
+        return sum(proc_status_mib("VmRSS", p, 0.0) for p in [self.pid, *_children(self.pid)])
 
     def disk_bytes(self) -> int:
         """Size of the database's files (tables, indexes, WAL) under the data directory."""
         return _du(self.data_dir)
-
-
-def _rss_mib(pid: int) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
 
 
 def _children(pid: int) -> list[int]:

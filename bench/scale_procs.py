@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from processors.faust.memory import proc_status_mib
+
 BENCH = Path(__file__).resolve().with_name("scale_bench.py")  # its ``--child`` runs one step
 ROOT = BENCH.parent.parent
 GOAL_TOTAL_S = 30 * 60.0  # the whole bench at --jobs 1000000 on the 2-core machine
@@ -48,13 +50,7 @@ def say(msg: str) -> None:
 
 def peak_rss_mib(pid: int) -> float:
     """VmHWM: the process's peak resident set so far (0 when it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+    return proc_status_mib("VmHWM", pid, 0.0)
 
 
 def cpu_seconds(pid: int) -> float:

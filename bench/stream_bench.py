@@ -50,6 +50,7 @@ sys.path.insert(0, str(REPO))
 from ingest.kafka_io import SafeProducer, Topics, create_topics  # noqa: E402
 from ingest.simulator import PRESETS, simulate_many  # noqa: E402
 from processors.engine import Engine  # noqa: E402
+from processors.faust.memory import proc_status_mib  # noqa: E402
 from schemas.events import JobEvent, encode_event, event_key  # noqa: E402
 from stagewatch import devservers  # noqa: E402
 from stagewatch.store import open_store  # noqa: E402
@@ -79,13 +80,6 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 TABLE_STORE = ["--table-store", "rocksdb"]  # set from --table-store in main()
@@ -136,7 +130,7 @@ def idle_rss(kafka: str, store_url: str, partitions: int, work: Path) -> float:
         while time.monotonic() < deadline and b"worker.stage_rebuilt" not in w.log_path.read_bytes():
             time.sleep(0.2)
         time.sleep(2.0)  # let start-up allocations settle
-        return rss_mb(w.proc.pid)
+        return proc_status_mib("VmRSS", w.proc.pid)
     finally:
         w.stop()
 
@@ -188,7 +182,7 @@ def throughput_run(kafka: str, store_url: str, events: list[Any], expected: dict
             if any(w.proc.poll() is not None for w in ws):
                 raise SystemExit(f"a worker exited: see {work}")
             time.sleep(0.1)
-        rss_end = rss_mb(ws[0].proc.pid)
+        rss_end = proc_status_mib("VmRSS", ws[0].proc.pid)
     finally:
         for w in ws:
             w.stop()
@@ -213,7 +207,7 @@ def recovery_run(kafka: str, store_url: str, app_id: str, prefix: str, workdir: 
             line = next((x for x in w.log_path.read_text(errors="replace").splitlines() if "worker.recovered " in x), "")
             time.sleep(0.05)
         seconds = time.perf_counter() - w.started
-        rss = rss_mb(w.proc.pid)
+        rss = proc_status_mib("VmRSS", w.proc.pid)
     finally:
         w.stop()
     if not line:

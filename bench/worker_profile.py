@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 
 from ingest.kafka_io import partition_for_key  # noqa: E402
 from ingest.simulator import PRESETS, simulate_many  # noqa: E402
+from processors.faust.memory import rss_mb  # noqa: E402
 from processors.stream import (  # noqa: E402
     StageAggregator, apply_file_inputs, apply_job_events, decode_contribution_batch, decode_link_batch, entity_key,
     split_contribution_batch, split_links, stage_key,
@@ -48,13 +49,6 @@ from processors.stream import (  # noqa: E402
 from schemas.events import FileEvent, JobEvent, decode_event, encode_event, event_key  # noqa: E402
 
 MAX_MESSAGE_BYTES = 900_000
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 class StepsRun:

@@ -46,15 +46,22 @@ def available() -> bool:
     return _LIBC is not None
 
 
+def proc_status_mib(field: str = "VmRSS", pid: int | str = "self", missing: float = float("nan")) -> float:
+    """A memory line of /proc/PID/status in MiB (``VmRSS`` resident now, ``VmHWM`` its peak so far), or
+    `missing` when the process is gone or there is no /proc. The one reader of it for the worker and the
+    benches, which watch other processes by pid."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return missing
+
+
 def rss_mb() -> float:
     """This process's resident set size in MB (nan where /proc is missing)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
+    return proc_status_mib("VmRSS")
 
 
 def memory_stats() -> dict[str, float]:
