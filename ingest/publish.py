@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterable
 from ingest.kafka_io import MessageTooLarge, SafeProducer, Topics, publish_dead_letter
 from ingest.lines import InputError, iter_input_lines
 from processors.rows import dead_letter_row
-from schemas.events import DeadLetter, Event, InvalidEvent, decode_event, encode_event, event_key
+from schemas.events import STDIN_SOURCE, DeadLetter, Event, InvalidEvent, decode_event, encode_event, event_key
 
 log = logging.getLogger("stagewatch.publish")
 
@@ -104,8 +104,8 @@ class Publisher:
         self.event(ev, raw, source, position)
 
     def reject(self, raw: bytes, source: str, position: str, reason: str) -> None:
-        publish_dead_letter(self.producer, self.topics, raw, reason, source, position)
-        r = DeadLetter(source, position, reason, raw)
+        r = DeadLetter(source, position, reason, raw).keyed()  # a line of stdin: keyed by its bytes too
+        publish_dead_letter(self.producer, self.topics, raw, reason, source, r.position)
         self.report.invalid.append(r)
         if self.dead_letter_sink is not None:
             self.dead_letter_sink.add("dead_letter", dead_letter_row(r, time.time()))
@@ -128,7 +128,7 @@ def publish_files(pub: Publisher, paths: Iterable[str]) -> PublishReport:
     t0 = time.perf_counter()
     try:
         for path in paths:
-            source = "<stdin>" if path == "-" else path
+            source = STDIN_SOURCE if path == "-" else path
             for n, raw in iter_input_lines(path):
                 pub.line(raw, source, str(n))
     except InputError:

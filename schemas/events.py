@@ -7,6 +7,7 @@ contract for people and other languages; ``tests/schemas`` checks that the two a
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -109,6 +110,32 @@ class DeadLetter:
 
     def __str__(self) -> str:
         return f"{self.source}:{self.position}: {self.reason}"
+
+    def keyed(self) -> DeadLetter:
+        """This dead letter with a position no other record shares (the store keeps one row per (source,
+        position)). A record without a position (events fed as objects: the replay's replay_events, the
+        SAM and follow store writers) and a line of standard input (one source name, STDIN_SOURCE, for
+        every input read from `-`: line 1 of the next input would replace line 1 of this one) are keyed by
+        their bytes too (dead_letter_position); the same input read again gets the same keys."""
+        if self.position and not (self.source == STDIN_SOURCE and self.position.isdigit()):
+            return self
+        key = dead_letter_position(raw_to_text(bytes(self.raw)), self.reason)
+        return DeadLetter(self.source, f"{self.position} {key}" if self.position else key, self.reason, self.raw)
+
+
+STDIN_SOURCE = "<stdin>"  # the source name of lines read from `-` (the replay, publish)
+DERIVED_POSITION_PREFIX = "blake2b:"
+
+
+def dead_letter_position(raw: str, reason: str) -> str:
+    """The position of a dead letter that came without one: the blake2b digest of its stored bytes.
+
+    `raw` is the dead_letter.raw text (raw_to_text: one text per byte string, so one digest per record); a
+    record with no bytes at all is told apart by its reason. Stable across runs and processes (no counter,
+    no clock): replaying the same input again writes the same keys.
+    """
+    data = raw.encode("utf-8", "surrogatepass") if raw else b"reason:" + reason.encode("utf-8", "surrogatepass")
+    return DERIVED_POSITION_PREFIX + hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
 # How dead_letter.raw (a String column) keeps a record's exact bytes and stays readable in ad-hoc SQL:

@@ -36,15 +36,14 @@ from typing import Any, Callable, Iterable
 from ingest.lines import InputError, iter_input_lines
 from processors.engine import Engine
 from processors.rows import dead_letter_row, raw_event_row, stage_row
-from schemas.events import (DeadLetter, Event, InvalidEvent, JobEvent, decode_event, encode_event, raw_from_text,
-                            raw_to_text)
+from schemas.events import (STDIN_SOURCE, DeadLetter, Event, InvalidEvent, JobEvent, decode_event, encode_event,
+                            raw_from_text)
 from schemas.queries import literal, where
-from stagewatch.sink import StoreSink, dead_letter_position
+from stagewatch.sink import StoreSink
 from stagewatch.store.base import Store
 
 log = logging.getLogger("stagewatch.replay")
 
-STDIN_SOURCE = "<stdin>"  # the source of lines read from `-` (_replay_files)
 
 #: How the reason of a conflicting copy's dead letter starts (processors.stage.Conflict.reason).
 CONFLICT_REASON_PREFIX = "conflicting duplicate of event_id"
@@ -378,14 +377,10 @@ class Replayer:
     def dead_letter(self, dl: DeadLetter) -> None:
         """Record a rejected record (report, dead_letter row, on_invalid).
 
-        dead_letter is keyed by (source, position). A record fed without a position (replay_events, the SAM
-        and follow store writers) and a line of stdin (one source name for every input) are keyed by their
-        bytes too (stagewatch.sink.dead_letter_position): distinct records never share a row, and the same
-        input replayed again writes the same keys.
+        dead_letter is keyed by (source, position): a record without a position and a line of stdin are keyed
+        by their bytes too (schemas.events.DeadLetter.keyed), so distinct records never share a row.
         """
-        if not dl.position or (dl.source == STDIN_SOURCE and dl.position.isdigit()):
-            key = dead_letter_position(raw_to_text(bytes(dl.raw)), dl.reason)
-            dl = DeadLetter(dl.source, f"{dl.position} {key}" if dl.position else key, dl.reason, dl.raw)
+        dl = dl.keyed()
         self.report.invalid.append(dl)
         self.sink.add("dead_letter", dead_letter_row(dl, time.time()))
         if self.on_invalid:
@@ -472,7 +467,7 @@ def replay_paths(store: Store, paths: Iterable[str], *, on_invalid: Callable[[De
 
 def _replay_files(r: Replayer, paths: Iterable[str], progress: Callable[[int], None] | None) -> None:
     for path in paths:
-        source = "<stdin>" if path == "-" else path
+        source = STDIN_SOURCE if path == "-" else path
         last = 0
         try:
             for n, line in iter_input_lines(path):

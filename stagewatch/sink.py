@@ -10,7 +10,7 @@ between them leaves state rows behind the events, never ahead, which the replay 
 Dead letters are keyed by (source, position) (a ReplacingMergeTree: the same bad record seen twice is one
 row). A record without a position (events fed as objects: stagewatch.replay.replay_events, the SAM and
 follow store writers, any writer that passes none) gets one derived from its bytes here
-(`dead_letter_position`), so distinct records never collapse into one row and a re-run adds no copy. A
+(schemas.events.dead_letter_position), so distinct records never collapse into one row and a re-run adds no copy. A
 conflicting copy that lost is keyed by its own content (processors.stage.Conflict.dead_letter_position), not
 by the line that met it; its source stays the input where it was met, so a loser met from two different inputs in two runs (its
 winner's file first, then its own) is one row per input.
@@ -18,7 +18,6 @@ winner's file first, then its own) is one row per input.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -27,6 +26,7 @@ from typing import Any, Callable
 
 from processors.engine import Engine
 from processors.rows import RAW_COLUMNS
+from schemas.events import dead_letter_position
 from stagewatch.store.base import Store, StoreError
 
 log = logging.getLogger("stagewatch.sink")
@@ -40,21 +40,6 @@ ROW_KEYS: dict[str, tuple[int, ...]] = {"raw_events": tuple(RAW_COLUMNS.index(c)
     "campaign", "stage", "kind", "entity", "event_id"))}
 
 TABLE_ORDER = ("dead_letter", "raw_events", "job_attempts", "job_state", "file_state", "stage_numbers")
-
-DERIVED_POSITION_PREFIX = "blake2b:"
-
-
-def dead_letter_position(raw: str, reason: str) -> str:
-    """The position of a dead letter that came without one: the blake2b digest of its stored bytes.
-
-    `raw` is the dead_letter.raw text (schemas.events.raw_to_text: one text per byte string, so one digest
-    per record); a record with no bytes at all is told apart by its reason. Stable across runs and
-    processes (no counter, no clock): replaying the same input again writes the same keys.
-    """
-    data = raw.encode("utf-8", "surrogatepass") if raw else b"reason:" + reason.encode("utf-8", "surrogatepass")
-    return DERIVED_POSITION_PREFIX + hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
 
 def keyed_dead_letters(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """`rows` with a derived position for each dead letter that has none (see dead_letter_position)."""

@@ -17,7 +17,8 @@ from ingest.sam import SamHttp, SamPoller, SamSource
 from schemas.events import DeadLetter, decode_event, encode_event
 from stagewatch.cli_sam import StoreWriter
 from stagewatch.replay import Replayer, replay_events, replay_paths
-from stagewatch.sink import StoreSink, dead_letter_position
+from schemas.events import dead_letter_position
+from stagewatch.sink import StoreSink
 from stagewatch.store import open_store
 from tests.builders import job
 from tests.ingest.samweb_standin import SamStandin, Scenario

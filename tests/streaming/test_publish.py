@@ -174,6 +174,27 @@ def test_publish_files_every_line_is_an_event_or_a_dead_letter(tmp_path) -> None
     assert "cores" in rows[4]["reason"] and "1024" in rows[4]["reason"]
 
 
+def test_bad_lines_of_two_stdin_inputs_keep_two_dead_letters(monkeypatch) -> None:
+    """Every input read from `-` has the source <stdin>: keyed by its line number alone, line 1 of the next
+    input would replace line 1 of this one in the store. Keyed by line and bytes (topic and store alike):
+    distinct lines keep distinct keys, the same input published again gets the same key."""
+    import io
+    import sys
+
+    inputs = [b'{"not": "an event", "n": %d}\n' % i for i in range(2)]
+    prod, sink = RecordingProducer(), ListSink()
+    pub = Publisher(prod, Topics("t."), dead_letter_sink=sink)
+    for data in [*inputs, inputs[0]]:
+        monkeypatch.setattr(sys, "stdin", type("Stdin", (), {"buffer": io.BytesIO(data)})())
+        publish_files(pub, ["-"])
+    rows = [r for t, r in sink.rows if t == "dead_letter"]
+    positions = [r["position"] for r in rows]
+    assert [r["source"] for r in rows] == ["<stdin>"] * 3 and all(p.startswith("1 blake2b:") for p in positions)
+    assert positions[0] != positions[1] and positions[0] == positions[2]
+    headers = [h["position"].decode() for t, _, _, h in prod.sent if t == "t.stagewatch.dead-letter"]
+    assert headers == positions
+
+
 def test_an_event_over_kafkas_message_size_is_a_dead_letter_not_a_crash(tmp_path) -> None:
     """A contract-valid event bigger than Kafka's message.max.bytes (1,000 parents of 1,000 characters is
     ~1 MB > librdkafka's default 1,000,000) is refused by the producer: a dead letter with the reason."""
