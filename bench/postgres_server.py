@@ -22,7 +22,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Iterator
 
 from processors.faust.memory import proc_status_mib
+from stagewatch.devservers.ports import free_ports, port_free
 
 log = logging.getLogger("stagewatch.bench.postgres")
 
@@ -96,22 +96,6 @@ def _du(path: Path) -> int:
     return total
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-    return True
-
-
 def _as_postgres_user() -> tuple[dict, int | None, int | None]:
     """(popen kwargs, uid, gid) to run PostgreSQL's binaries: as ``postgres`` when we are root."""
     if os.geteuid() != 0:
@@ -141,7 +125,7 @@ def start(base: Path | None = None, *, shared_buffers: str = "1GB", work_mem: st
                         "-E", "UTF8", "--locale=C", "--no-sync"],
                        check=True, capture_output=True, cwd=root, **run_as)
         for attempt in range(3):
-            port = _free_port()
+            (port,) = free_ports(1, HOST)
             log_file = open(root / "postgres.log", "ab")
             proc = subprocess.Popen(
                 [str(PG_BIN / "postgres"), "-D", str(root / "data"), "-p", str(port), "-k", str(root / "sock"),
@@ -206,7 +190,7 @@ def stop(server: PostgresServer) -> None:
             os.kill(pid, 0)
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while not _port_free(server.port) and time.monotonic() < deadline:
+    while not port_free(server.port, HOST) and time.monotonic() < deadline:
         time.sleep(0.1)
     shutil.rmtree(server.dir, ignore_errors=True)
     log.info("postgres.stopped port=%d pid=%d", server.port, server.pid)

@@ -56,6 +56,7 @@ from bench.scale_procs import (  # noqa: E402
     BenchFailure, Steps, cpu_seconds, peak_rss_mib, restart_clock, run_child, run_children, say, since_start)
 from bench.scale_steps import (  # noqa: E402
     AS_OF, STATUS, STATUS_WIDE, child_poms, child_replay, child_simulate, child_time)
+from stagewatch.devservers.ports import free_ports  # noqa: E402
 
 GOAL_OVERVIEW_MS = 50.0
 GOAL_DRILL_MS = 200.0
@@ -202,20 +203,6 @@ def print_timings(label: str, r: dict[str, Any], runs: int, budget_s: float) -> 
 
 # ------------------------------------------------------------------------------------------------
 # the servers
-
-
-def free_ports(n: int) -> list[int]:
-    """`n` distinct loopback ports free now (bound to port 0 together, then released)."""
-    import socket
-
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def start_clickhouse(dev_dir: Path) -> Any:

@@ -31,7 +31,6 @@ import argparse
 import bisect
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -53,6 +52,7 @@ from processors.engine import Engine  # noqa: E402
 from processors.faust.memory import proc_status_mib  # noqa: E402
 from schemas.events import JobEvent, encode_event, event_key  # noqa: E402
 from stagewatch import devservers  # noqa: E402
+from stagewatch.devservers.ports import free_ports  # noqa: E402
 from stagewatch.store import open_store  # noqa: E402
 
 CLI = [sys.executable, "-c", "from stagewatch.cli import main; main()"]
@@ -67,19 +67,6 @@ PROFILED_CLI = [sys.executable, "-c", "import cProfile, sys\n"
 # working directory, not the checkout, first on sys.path): a figure belongs to the tree that printed it.
 CHILD_ENV = dict(os.environ, PYTHONPATH=os.pathsep.join(
     p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p))
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 TABLE_STORE = ["--table-store", "rocksdb"]  # set from --table-store in main()

@@ -21,27 +21,13 @@ Useful attributes of the yielded state:
 from __future__ import annotations
 
 import contextlib
-import socket
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from stagewatch import devservers
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports that are free now (all bound to port 0 at once, then released)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((devservers.HOST, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+from stagewatch.devservers.ports import free_ports  # noqa: F401  (the tests take it from here)
 
 
 def _server_ports(state: devservers.DevState, only: str) -> list[int]:

@@ -11,6 +11,21 @@ from stagewatch.devservers.common import HOST, PortTakenError
 from stagewatch.devservers.processes import cmdline
 
 
+def free_ports(n: int, host: str = HOST) -> list[int]:
+    """`n` distinct ports free now on host (bound to port 0 together, then released): for tests and benches
+    that start their own servers (the dev servers keep their fixed, documented ports)."""
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def port_free(port: int, host: str = HOST) -> bool:
     """True if a server could listen on host:port now (SO_REUSEADDR, like servers do)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
