@@ -71,17 +71,17 @@ def sim_key(delivery: float, index: int, seq: int, copy: int) -> bytes:
 def child_simulate(jobs: int, files_per_job: float, seed: int, part: int, parts: int, out: str) -> dict[str, Any]:
     """Simulate every ``parts``-th stage of the scale bench's year (from ``part``) into ``out``, keyed lines.
 
-    Each stage's stream depends only on its spec, the seed and its index (``_stage_stream``, the
+    Each stage's stream depends only on its spec, the seed and its index (``stage_stream``, the
     per-stage generator ``simulate_many`` merges), so the stages can be simulated in separate processes
     and merged afterwards (bench/scale_bench.py ``generate``): the same lines, in the same order, on both
     cores.
     """
     from bench.scale_campaigns import scale_specs
-    from ingest.simulator import _stage_stream  # simulate_many without its merge: it drops the sort key
+    from ingest.simulator import stage_stream  # simulate_many without its merge (which drops the sort key)
     from schemas.events import encode_event
 
     specs = scale_specs(jobs, files_per_job)
-    streams = [_stage_stream(spec, seed, i, None) for i, spec in enumerate(specs) if i % parts == part]
+    streams = [stage_stream(spec, seed, i, None) for i, spec in enumerate(specs) if i % parts == part]
     n = 0
     with open(out, "wb") as fh:
         for delivery, index, seq, copy, ev in heapq.merge(*streams):

@@ -847,10 +847,14 @@ def _find_cut(spec: StageSpec, seed: int) -> float:
     return (best[0] + best[1]) / 2
 
 
-def _stage_stream(
+def stage_stream(
     spec: StageSpec, seed: int, index: int, record: dict[tuple[str, str], StageOutcome] | None
 ) -> Iterator[tuple[float, int, int, int, Event]]:
-    """One stage's events as (delivery time, stage index, seq, copy, event), in delivery order."""
+    """One stage's events as (delivery time, stage index, seq, copy, event), in delivery order.
+
+    The tuple is the merge key of ``simulate_many`` (heapq.merge of these streams): stages can be
+    simulated in separate processes and their keyed lines merged afterwards into the same order
+    (bench/scale_steps.child_simulate does this on both cores)."""
     stall = spec.stall_s if spec.end == "stalled" else 0.0
     t0 = spec.start_ts
     cut: float | None = None
@@ -905,7 +909,7 @@ def simulate(
     is given, the stage's ``StageOutcome`` is stored in it under (campaign, stage) once the stream is
     exhausted, which saves a second generation for tests that need the truth.
     """
-    for item in _stage_stream(spec, seed, 0, record):
+    for item in stage_stream(spec, seed, 0, record):
         yield item[4]
 
 
@@ -917,7 +921,7 @@ def simulate_many(
     keys = [(s.campaign, s.stage) for s in specs]
     if len(set(keys)) != len(keys):
         raise ValueError("every (campaign, stage) may appear only once")
-    streams = [_stage_stream(s, seed, i, record) for i, s in enumerate(specs)]
+    streams = [stage_stream(s, seed, i, record) for i, s in enumerate(specs)]
     for item in heapq.merge(*streams):
         yield item[4]
 
@@ -925,7 +929,7 @@ def simulate_many(
 def expected_outcome(spec: StageSpec, seed: int) -> StageOutcome:
     """The truth for ``simulate(spec, seed)`` (and for the same stage inside ``simulate_many``)."""
     record: dict[tuple[str, str], StageOutcome] = {}
-    for _ in _stage_stream(spec, seed, 0, record):
+    for _ in stage_stream(spec, seed, 0, record):
         pass
     return record[(spec.campaign, spec.stage)]
 
