@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import json
 import logging
 import time
@@ -39,6 +40,7 @@ from processors.rows import dead_letter_row, raw_event_row, stage_row
 from schemas.events import (STDIN_SOURCE, DeadLetter, Event, InvalidEvent, JobEvent, decode_event, encode_event,
                             raw_from_text)
 from schemas.queries import literal, where
+from stagewatch.paged_names import PagedNames
 from stagewatch.sink import StoreSink
 from stagewatch.store.base import Store
 
@@ -176,15 +178,12 @@ class Replayer:
                     jobs.setdefault(key, set()).add(ev.job_id)
             else:
                 names = files.setdefault(key, set())
-                if ev.file not in st.files and (known is None or ev.file in known.links):
+                if ev.file not in st.files and (known is None or ev.file in known.files):
                     names.add(ev.file)
                 for p in ev.parents or ():  # a new output joins its parents' groups
-                    if p not in st.files and (known is None or p in known.links):
+                    if p not in st.files and (known is None or p in known.files):
                         names.add(p)
         for key, names in jobs.items():
-            known = paged.get(key)
-            if known is not None:
-                known.jobs.difference_update(names)
             by: dict[str, list[Any]] = {}
             for ev in self.store.load_entities(*key, "job", sorted(names)):
                 by.setdefault(ev.job_id, []).append(ev)
@@ -198,21 +197,13 @@ class Replayer:
         """Load the stored files named and every stored file linked to them, transitively (whole groups)."""
         st = self.engine.stages[key]
         group, frontier = set(names), set(names)
-        known = self._paged.get(key)
         while frontier:
             found: set[str] = set()
-            if known is not None:  # this process paged them out: it knows their links
-                for f in frontier:
-                    found.update(known.links.get(f, ()))
-            else:
-                for out, parents in self.store.file_links(*key, sorted(frontier)):
-                    found.add(out)
-                    found.update(parents)
+            for out, parents in self.store.file_links(*key, sorted(frontier)):
+                found.add(out)
+                found.update(parents)
             frontier = {f for f in found if f not in group and f not in st.files}
             group |= frontier
-        if known is not None:
-            for f in group:
-                known.links.pop(f, None)
         by: dict[str, list[Any]] = {}
         for ev in self.store.load_entities(*key, "file", sorted(group)):
             by.setdefault(ev.file, []).append(ev)
@@ -402,23 +393,22 @@ class Replayer:
                 known = self._paged.get(key)
                 if known is not None:
                     known.jobs.update(dropped_jobs)
-                    links = known.links
-                    for f, linked in dropped_files.items():
-                        links[f] = linked
-                        for other in linked:  # a parent named but never seen: its outputs, for when it comes
-                            if other not in dropped_files:
-                                links[other] = (*links.get(other, ()), f)
+                    # a parent named but never seen is found too, for when it comes: its outputs are stored
+                    known.files.update(itertools.chain(dropped_files, *dropped_files.values()))
                 jobs += len(dropped_jobs)
                 files += len(dropped_files)
             log.debug("replay.paged_out jobs=%d files=%d", jobs, files)
 
 
-@dataclass
 class _Paged:
-    """What this process paged out of a stage it started empty: job names, and file names with their links."""
+    """The names this process paged out of a stage it started empty (stagewatch.paged_names): its jobs, and its
+    files with every file they were linked to (a parent named but never seen has no row of its own yet)."""
 
-    jobs: set[str] = field(default_factory=set)
-    links: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    __slots__ = ("jobs", "files")
+
+    def __init__(self) -> None:
+        self.jobs = PagedNames()
+        self.files = PagedNames()
 
 
 def stored_versions(store: Store, key: tuple[str, str]) -> dict[str, int]:
