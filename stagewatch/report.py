@@ -20,6 +20,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 import time
 from typing import Any
 
@@ -71,7 +72,10 @@ def _fmt(col: str, value: Any, as_of: float | None = None) -> str:
     if value is None:
         return "–"
     if col == "eta":  # when, from the report's moment: "in 5 h 10 min" (the UTC time is the cell's title)
-        return "now" if as_of is None or value <= as_of else f"in {fmt_duration(value - as_of)}"
+        if as_of is None or value <= as_of:
+            return "now"
+        # a no-break space keeps each number with its unit when the narrow cell wraps: "in 2 h / 53 min"
+        return "in " + re.sub(r"(\d) ", "\\1\u00a0", fmt_duration(value - as_of))
     if col == "stalled":
         return "STALLED" if value else "no"
     if col in ("completion_pct", "cpu_efficiency_pct"):

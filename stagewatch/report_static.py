@@ -8,8 +8,11 @@ names from the data are never parsed as HTML. A time no JavaScript Date holds is
 seconds rather than throwing (toISOString would raise RangeError and stop the script).
 
 Layout rule: nothing is wider than the window. Names (campaign, stage, store, commands) wrap anywhere;
-numbers never wrap; the overview table is sized to 100 % of the page and its headers wrap between words,
-so at 1,400 px every column is on screen (tests/dashboards/test_report.py measures it in Chromium).
+numbers never wrap; the overview table is sized to 100 % of the page and its headers wrap between words;
+when the numbers are too wide for that (millions in every column) the script steps the table's font down
+to FIT_MIN_PX until it fits, so at 1,400 px every column is on screen (tests/dashboards/test_report_layout.py
+measures it in Chromium, at the demo's numbers and at seven digits in every column). Time-axis labels that
+would touch are thinned to every other one until they do not.
 """
 
 CSS = """
@@ -34,14 +37,15 @@ h3 { font-size: 13px; text-transform: uppercase; letter-spacing: .04em; color: v
         border: 1px solid var(--line); border-radius: 4px; padding: 4px 6px; font: 12px/1.4 ui-monospace, monospace;
         margin-top: 2px; user-select: all; }
 .more { color: var(--muted); font-size: 12px; }
-#overview { overflow-x: auto; }  /* below ~1,250 px the table scrolls in its box, the page does not */
+#overview { overflow-x: auto; }  /* the script shrinks the table's font to fit; past its floor the box scrolls */
 table.overview { border-collapse: collapse; width: 100%; font-variant-numeric: tabular-nums; font-size: 13px; }
-table.overview th, table.overview td { border-bottom: 1px solid var(--line); padding: 4px 4px; text-align: right;
+table.overview th, table.overview td { border-bottom: 1px solid var(--line); padding: 4px 3px; text-align: right;
        white-space: nowrap; }
-table.overview td.name { white-space: normal; overflow-wrap: anywhere; text-align: left; min-width: 8.5em; }
+table.overview td.name { white-space: normal; overflow-wrap: anywhere; text-align: left; min-width: 7em; }
+table.overview td[data-number="eta"] { white-space: normal; min-width: 4.5em; }  /* "in 13 h / 16 min" */
 table.overview th { background: var(--head); position: relative; cursor: help; font-weight: 600;
-       white-space: normal; vertical-align: bottom; font-size: 12px; min-width: 3.5em; }
-table.overview tr.groups th { cursor: default; text-align: center; font-size: 12px; text-transform: uppercase;
+       white-space: normal; vertical-align: bottom; font-size: .92em; min-width: 3.5em; }
+table.overview tr.groups th { cursor: default; text-align: center; font-size: .92em; text-transform: uppercase;
        letter-spacing: .05em; color: var(--muted); border-bottom: 0; padding-top: 6px; }
 table.overview tr.groups th.g-files { border-top: 3px solid #3b6fd8; color: #2c56ad; }
 table.overview tr.groups th.g-jobs { border-top: 3px solid #8a5cd0; color: #6c44ad; }
@@ -83,6 +87,7 @@ JS = r"""
     return e;
   }
   function svg(w, h) { return el('svg', {viewBox: '0 0 ' + w + ' ' + h, width: '100%', role: 'img'}); }
+  var FIT_MIN_PX = 10;
   var COLORS = ['#3b6fd8', '#e0a03a', '#8a5cd0', '#2f9e7a', '#d65050', '#8d96a8'];
   var STATE_COLORS = {idle: '#d9a21b', running: '#2f9e58', held: '#d64545'};
   function fmtNum(v) { return Math.abs(v) >= 1e6 ? (v / 1e6).toPrecision(3) + 'M' :
@@ -159,13 +164,26 @@ JS = r"""
     });
     s.appendChild(el('line', {x1: l, y1: Y(0), x2: w - r, y2: Y(0), stroke: '#8d96a8'}));
     s.appendChild(el('line', {x1: l, y1: t, x2: l, y2: Y(0), stroke: '#8d96a8'}));
+    // a label is centred on its tick unless that would cut it at the viewBox's edge (11 px text: ~6.2 units
+    // a character); ticks are then thinned to every other one until no two neighbouring labels touch
+    function label(v) {
+      var text = timeLabel(v, x1 - x0), lw = 6.2 * text.length, x = X(v);
+      var anchor = x - lw / 2 < 2 ? 'start' : x + lw / 2 > w - 2 ? 'end' : 'middle';
+      var left = anchor === 'start' ? x : anchor === 'end' ? x - lw : x - lw / 2;
+      return {text: text, anchor: anchor, left: left, right: left + lw};
+    }
+    function touching(ts) {
+      for (var j = 1; j < ts.length; j++) { if (label(ts[j]).left < label(ts[j - 1]).right + 6) { return true; } }
+      return false;
+    }
     var ticks = timeTicks(x0, x1, 3);
+    while (ticks.length > 2 && touching(ticks)) {
+      ticks = ticks.filter(function (_, j) { return j % 2 === 0; });
+    }
     ticks.forEach(function (v) {
+      var lab = label(v);
       s.appendChild(el('line', {x1: X(v), y1: Y(0), x2: X(v), y2: Y(0) + 4, stroke: '#8d96a8'}));
-      // labels near an edge are anchored inside the chart, so none is cut by the viewBox
-      var anchor = X(v) < l + 30 ? 'start' : X(v) > w - r - 30 ? 'end' : 'middle';
-      s.appendChild(el('text', {x: X(v), y: Y(0) + 15, 'text-anchor': anchor, 'class': 'tick-x'},
-                       timeLabel(v, x1 - x0)));
+      s.appendChild(el('text', {x: X(v), y: Y(0) + 15, 'text-anchor': lab.anchor, 'class': 'tick-x'}, lab.text));
     });
     s.appendChild(el('text', {x: (l + w - r) / 2, y: Y(0) + 29, 'text-anchor': 'middle', 'class': 'axis-title'},
                      dateOk(x1) ? 'time (UTC)' : 'time (Unix seconds)'));
@@ -231,6 +249,15 @@ JS = r"""
     });
   });
   document.body.setAttribute('data-charts-rendered', String(drawn));
+  // the overview table: numbers never wrap nor get cut, so when they are too wide for the window the font
+  // steps down (headers follow in em) until the table fits its box; below the floor the box scrolls
+  var box = document.getElementById('overview'), table = box && box.querySelector('table.overview');
+  var px = 13;
+  while (table && box.scrollWidth > box.clientWidth && px > FIT_MIN_PX) {
+    px -= 0.5;
+    table.style.fontSize = px + 'px';
+  }
+  document.body.setAttribute('data-table-font-px', String(px));
 })();
 """
 

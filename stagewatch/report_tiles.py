@@ -17,6 +17,8 @@ import html
 import shlex
 from typing import Any
 
+from datetime import datetime, timezone
+
 from dashboards.operator_panels import color_for
 from stagewatch.console import fmt_duration
 
@@ -35,8 +37,18 @@ def missing_files_command(campaign: str, stage: str, *, store_url: str | None = 
     if store_url and store_url.startswith("chdb:"):
         args += ["--store", store_url]
     if at is not None:
-        args += ["--at", repr(float(at))]
+        args += ["--at", _at_text(float(at))]
     return shlex.join(args)
+
+
+def _at_text(at: float) -> str:
+    """`--at`'s value as people write it (RFC 3339, UTC) when that is exact, else the Unix seconds."""
+    if at.is_integer():
+        try:
+            return datetime.fromtimestamp(at, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        except (OverflowError, OSError, ValueError):
+            pass  # beyond what a datetime holds: the number is still exact
+    return repr(at)
 
 
 def recovery_tile(stages: list[dict[str, Any]], *, store_url: str | None, at: float | None) -> dict[str, Any]:

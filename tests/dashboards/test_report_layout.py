@@ -20,7 +20,7 @@ import pytest
 
 from dashboards.build import OVERVIEW_COLUMNS
 from stagewatch.reading import read_status
-from stagewatch.report import COLUMN_GROUPS, REPORT_COLUMNS, build_report, collect
+from stagewatch.report import COLUMN_GROUPS, REPORT_COLUMNS, build_report, collect, render
 from stagewatch.report_tiles import SHOWN, missing_files_command
 from tests.dashboards import scenarios
 from tests.dashboards.conftest import Loaded
@@ -38,11 +38,18 @@ MEASURE = """<script>
   var t = document.querySelector('table.overview').getBoundingClientRect();
   var box = document.getElementById('overview');
   var tiles = document.getElementById('tiles').getBoundingClientRect();
-  var charts = document.querySelectorAll('svg .tick-x').length;
+  var charts = document.querySelectorAll('svg .tick-x').length, touching = [];
+  document.querySelectorAll('svg').forEach(function (svg) {  // neighbouring time labels must not touch
+    var r = Array.prototype.map.call(svg.querySelectorAll('.tick-x'), function (e) {
+      return [e.getBoundingClientRect(), e.textContent]; });
+    for (var i = 1; i < r.length; i++) {
+      if (r[i][0].left < r[i - 1][0].right + 2) { touching.push(r[i - 1][1] + ' | ' + r[i][1]); }
+    }
+  });
   document.body.setAttribute('data-fit', JSON.stringify({
     scrollWidth: d.scrollWidth, clientWidth: d.clientWidth, tableRight: t.right, tilesTop: tiles.top,
     tableTop: t.top, cut: cut, boxScroll: box.scrollWidth, boxClient: box.clientWidth, columns: document.querySelectorAll('table.overview thead tr:last-child th').length,
-    xTicks: charts}));
+    xTicks: charts, touching: touching, fontPx: Number(document.body.getAttribute('data-table-font-px'))}));
 })();
 </script>"""
 
@@ -70,6 +77,55 @@ def test_report_fits_1400px_without_cutting_a_column(chdb_loaded: Loaded, tmp_pa
     assert fit["columns"] == len(REPORT_COLUMNS)
     assert fit["tilesTop"] < fit["tableTop"]
     assert fit["xTicks"] >= 2 * len(collect(chdb_loaded.store)["stages"])  # two time charts per stage, ticked
+    assert fit["touching"] == [] and fit["fontPx"] == 13, fit  # these numbers fit at the table's own size
+
+
+def _widest(data: dict[str, Any]) -> dict[str, Any]:
+    """`collect`'s data with seven digits in every count of the table (a stage of millions of files and jobs),
+    the longest forecast and percentages, every stage stalled."""
+    as_of = data["as_of"]
+    for i, s in enumerate(data["status"]):
+        for col in REPORT_COLUMNS:
+            if isinstance(s.get(col), int) and not isinstance(s[col], bool):
+                s[col] = 9_876_543 - i
+        s.update(completion_pct=100.0, cpu_efficiency_pct=100.0, located_rate_per_h=98_765.43, stalled=True,
+                 eta=as_of + 999 * 86400 + 23 * 3600)
+    return data
+
+
+@needs_chromium
+def test_report_fits_1400px_with_millions_in_every_column(chdb_loaded: Loaded, tmp_path: Path) -> None:
+    """Numbers never wrap nor get cut: when they are too wide the table's font steps down (not below 10 px)
+    until every column is on screen, and the page never scrolls sideways."""
+    page = render(_widest(collect(chdb_loaded.store)))
+    assert "9,876,543" in page and "in 999\u00a0d 23\u00a0h" in page
+    fit = measure(page, tmp_path)
+    assert fit["scrollWidth"] <= fit["clientWidth"] and fit["cut"] == [], fit
+    assert fit["boxScroll"] <= fit["boxClient"] and fit["tableRight"] <= fit["clientWidth"], fit
+    assert 10 <= fit["fontPx"] < 13, fit
+
+
+def _stretched(data: dict[str, Any], days: float) -> dict[str, Any]:
+    """`collect`'s data with every stage's time series spread over `days` days (same shape, same counts)."""
+    for st in data["stages"]:
+        series = [st["located_per_hour"], st["completed_per_hour"], st["jobs_over_time"]["points"]]
+        ts = [p[0] for pts in series for p in pts] + [st["jobs_over_time"]["end"]]
+        t0, t1 = min(ts), max(ts)
+        k = days * 86400 / max(t1 - t0, 1)
+        for pts in series:
+            for p in pts:
+                p[0] = t0 + (p[0] - t0) * k
+        st["jobs_over_time"]["end"] = t0 + (st["jobs_over_time"]["end"] - t0) * k
+    return data
+
+
+@needs_chromium
+@pytest.mark.parametrize("days", [0.3, 1.2, 2, 3, 5, 9, 45, 400, 4000])
+def test_time_axis_labels_never_touch(chdb_loaded: Loaded, tmp_path: Path, days: float) -> None:
+    """A stage that ran for hours, days, months or years: its time labels are thinned until none touches."""
+    data = _stretched(collect(chdb_loaded.store, campaign=scenarios.TIMELINE), days)
+    fit = measure(render(data), tmp_path)
+    assert fit["touching"] == [] and fit["xTicks"] >= 4, fit  # two charts, two labels at least each
 
 
 @needs_chromium
@@ -271,7 +327,7 @@ def test_eta_column_is_the_forecast(chdb_loaded: Loaded) -> None:
     reco = next(s for s in data["status"] if s["stage"] == "reco")
     assert reco["located_rate_per_h"] == 0.17 and reco["eta"] == pytest.approx(as_of + 4 * 6 * 3600, abs=1)
     page = build_report(chdb_loaded.store, campaign=scenarios.PROBLEM, as_of=as_of)
-    assert '>in 1 d<' in page  # reco's ETA cell, as a duration from the report's moment
+    assert '>in 1\u00a0d<' in page  # reco's ETA cell, as a duration from the report's moment
 
 
 @needs_chromium
