@@ -453,26 +453,33 @@ def files(
                                                                        "consumed_no_output, in_flight, failed, "
                                                                        "pending (with or without files_), or missing; "
                                                                        "repeatable. Default: all not located."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Most files listed, by name (a capped list "
+                                                                      "says so on stderr). Default: all."),
     at: Optional[str] = typer.Option(None, "--at", metavar="TIME", help=AT_HELP),
     store: Optional[str] = StoreOpt,
     format: Fmt = typer.Option(Fmt.table, "--format"),
     as_of: Optional[str] = typer.Option(None, "--as-of", metavar="TIME", help=AS_OF_HELP),
 ) -> None:
     """Drill down from a file number to its files (bucket, deliveries, outputs)."""
-    from stagewatch.reading import read_files
+    from stagewatch.reading import count_files, read_files
 
     buckets = resolve_buckets(bucket)
     when, _ = moment(at, as_of)
     with open_read(store) as st:
         with view_at(st, when, campaign, stage) as view:
-            rows = read_files(view, campaign, stage, buckets)
+            rows = read_files(view, campaign, stage, buckets, limit)
+            total = (count_files(view, campaign, stage, buckets) if limit is not None and len(rows) >= limit
+                     else len(rows))
         if not rows:
             require_known(st, campaign, stage)
+    if total > len(rows):  # stderr: stdout (a table or the JSON list) keeps its shape
+        err.print(f"showing {len(rows):,} of {total:,} files; --limit N for more", highlight=False)
     if format == Fmt.json:
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
         return
     when_text = f" at {fmt_ts(when)} UTC" if when is not None else ""
-    t = Table(title=Text(f"{campaign} / {stage}: {len(rows):,} input files{when_text}"))
+    shown = f"{len(rows):,} of {total:,}" if total > len(rows) else f"{len(rows):,}"
+    t = Table(title=Text(f"{campaign} / {stage}: {shown} input files{when_text}"))
     for c in ("file", "bucket", "deliveries", "disposition", "disposition_job", "outputs", "last event"):
         t.add_column(c, justify="right" if c == "deliveries" else "left", overflow="fold")  # names fold, never cut
     for r in rows:

@@ -102,8 +102,17 @@ def read_missing_files(store: Store, campaign: str, stage: str) -> list[str]:
     return [r["file"] for r in store.query(queries.missing_files_sql(campaign, stage))]
 
 
-def read_files(store: Store, campaign: str, stage: str, buckets: list[str] | None) -> list[dict[str, Any]]:
-    return store.query(queries.files_sql(campaign, stage, buckets))
+def read_files(store: Store, campaign: str, stage: str, buckets: list[str] | None,
+               limit: int | None = None) -> list[dict[str, Any]]:
+    """The stage's input files in `buckets`, by name; the first `limit` of them when given."""
+    sql = queries.files_sql(campaign, stage, buckets)
+    return store.query(sql if limit is None else f"{sql}\nLIMIT {int(limit)}")
+
+
+def count_files(store: Store, campaign: str, stage: str, buckets: list[str] | None) -> int:
+    """How many files `read_files` would list without its limit (to say when a list is capped)."""
+    rows = store.query(f"SELECT count() AS n FROM ({queries.files_sql(campaign, stage, buckets)}) AS f")
+    return int(rows[0]["n"]) if rows else 0
 
 
 def read_jobs(store: Store, campaign: str, stage: str, *, state: str | None, order: str, limit: int) -> list[dict]:

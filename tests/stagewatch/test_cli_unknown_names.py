@@ -109,6 +109,24 @@ def test_a_capped_jobs_list_says_so(capsys, store):
     assert code == 0 and "showing 59 of 60 jobs" in flat(err)
 
 
+def test_a_capped_files_list_says_so(capsys, tmp_path):
+    """`files --limit N`: the first N by name, the total on stderr; without it every file, as before."""
+    url = f"chdb:{tmp_path / 'store'}"
+    names = [f"f{i:03d}.root" for i in range(30)]
+    with open_store(url) as st:
+        replay_events(st, [file(n, "input_declared", T0, campaign="c", stage="s") for n in reversed(names)])
+    code, out, err = run_cli(capsys, "files", *_sel("c", "s", url), "--limit", "7", "--format", "json")
+    assert code == 0, err
+    assert [r["file"] for r in json.loads(out)] == names[:7]
+    assert "showing 7 of 30 files; --limit N for more" in flat(err)
+    code, out, err = run_cli(capsys, "files", *_sel("c", "s", url), "--limit", "7")
+    assert code == 0 and "7 of 30 input files" in flat(out)
+    code, out, err = run_cli(capsys, "files", *_sel("c", "s", url), "--format", "json")
+    assert code == 0 and len(json.loads(out)) == 30 and "showing" not in err
+    code, out, err = run_cli(capsys, "files", *_sel("c", "s", url), "--limit", "30", "--format", "json")
+    assert code == 0 and len(json.loads(out)) == 30 and "showing" not in err
+
+
 def test_verify_of_a_stage_with_raw_events_only_reports_it(capsys, tmp_path):
     """An interrupted replay can leave raw events without a stage row: verify must name that stage's
     differences (exit 1), not call the stage unknown."""
