@@ -22,7 +22,7 @@ from rich.text import Text
 
 from processors.forecast import DEFAULT_RATE_WINDOW_H
 from processors.numbers import FILE_BUCKETS, GLOSSARY_URL, NUMBERS, STALL_THRESHOLD_S
-from stagewatch.console import cell, esc, fmt_duration, fmt_number, fmt_ts
+from stagewatch.console import cell, esc, fmt_duration, fmt_number, fmt_ts, whole_columns
 from stagewatch.samweb_dims import DEFAULT_MAX_CHARS as DEFAULT_DIMS_CHARS
 from stagewatch.store import DEFAULT_STORE, DEMO_STORE, Store, StoreError, open_store
 
@@ -549,25 +549,27 @@ def jobs(
     if format == Fmt.json:
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
         return
-    table = held_table if state == "held" else jobs_table
-    console.print(table(rows, f"{campaign} / {stage}: jobs" + (f" ({state})" if state else "")
-                             + (f", {len(rows):,} of {total:,}" if total > len(rows) else "")
-                             + (f" at {fmt_ts(when)} UTC" if when is not None else ""),
-                             now=when if when is not None else time.time()))
+    table = (held_table if state == "held" else jobs_table)(
+        rows, f"{campaign} / {stage}: jobs" + (f" ({state})" if state else "")
+        + (f", {len(rows):,} of {total:,}" if total > len(rows) else "")
+        + (f" at {fmt_ts(when)} UTC" if when is not None else ""), now=when if when is not None else time.time())
+    whole_columns(table, console.width, "hold reason")
+    console.print(table)
 
 
 def held_table(rows: list[dict[str, Any]], title: str, now: float) -> Table:
-    """Held jobs: why (reason, HTCondor HoldReasonCode/SubCode) and since when (and how long), longest first."""
+    """Held jobs, longest held first, laid out as `condor_q -hold`: the short fields, then why (free text,
+    the column that wraps when the terminal is narrow). Attempts, restarts and the submission are in `jobs`
+    and `job ID`."""
     t = Table(title=Text(title))
-    for c in ("job_id", "hold reason", "code/subcode", "held since", "held for", "site", "submission", "attempts",
-              "restarts"):
-        t.add_column(c, justify="right" if c in ("attempts", "restarts", "held for") else "left", overflow="fold")
+    for c in ("job_id", "held since (UTC)", "held for", "code/sub", "site", "hold reason"):
+        t.add_column(c, justify="right" if c == "held for" else "left", overflow="fold")
     for r in rows:
         code, sub, since = r.get("hold_code"), r.get("hold_subcode"), r.get("held_ts")
-        t.add_row(cell(r["job_id"]), cell(r.get("hold_reason")),
+        t.add_row(cell(r["job_id"]), cell(fmt_ts(since)),
+                  cell(None if since is None else fmt_duration(now - float(since))),
                   cell(None if code is None else f"{code}/{'-' if sub is None else sub}"),
-                  cell(fmt_ts(since)), cell(None if since is None else fmt_duration(now - float(since))),
-                  cell(r.get("site")), cell(r.get("submission")), cell(r.get("attempts")), cell(r.get("restarts")))
+                  cell(r.get("site")), cell(r.get("hold_reason")))
     return t
 
 

@@ -132,3 +132,47 @@ def test_find_job_on_the_server(clickhouse_server):
         assert find_job(srv, "s#2.0") == [("camp", "a"), ("camp", "b")]
         assert find_job(srv, "it's\\#1") == [("camp", "a")]
         assert find_job(srv, "nope") == []
+
+
+def _rendered(table, width: int) -> list[str]:
+    from rich.console import Console
+
+    c = Console(width=width, record=True, force_terminal=False, color_system=None)
+    c.print(table)
+    return c.export_text().splitlines()
+
+
+@pytest.mark.parametrize("width", [120, 160])
+def test_held_jobs_keep_ids_and_times_whole_and_wrap_the_reason(width):
+    """As `condor_q -hold`: at a terminal's width the id, times, code and site stay on one line each and only
+    the hold reason wraps; every word of it is still shown."""
+    from stagewatch.cli import held_table
+    from stagewatch.console import whole_columns
+
+    reason = "Job has gone over memory limit of 2000 megabytes. Peak usage: 2481 megabytes."
+    rows = [{"job_id": f"fifebatch2.fnal.gov#17324126.{i}", "held_ts": T0 - 3600 * i, "hold_code": 34,
+             "hold_subcode": 0, "site": "OSG-Nebraska", "hold_reason": reason} for i in range(100, 103)]
+    table = held_table(rows, "held", now=T0)
+    whole_columns(table, width, "hold reason")
+    lines = _rendered(table, width)
+    assert max(len(ln) for ln in lines) <= width
+    for r in rows:
+        line = next(ln for ln in lines if r["job_id"] in ln)  # the id whole, on its row's first line
+        assert "34/0" in line and "OSG-Nebraska" in line and fmt_duration(T0 - r["held_ts"]) in line
+    words = " ".join(ln.split("│")[-2] for ln in lines if ln.count("│") > 2).split()
+    assert " ".join(words).count(reason) == len(rows)
+
+
+def test_whole_columns_leaves_a_table_too_narrow_for_them_folding():
+    """Below what the short columns need, nothing is cut: rich folds every column as before."""
+    from stagewatch.cli import held_table
+    from stagewatch.console import whole_columns
+
+    rows = [{"job_id": "fifebatch2.fnal.gov#17324126.181", "held_ts": T0, "hold_code": None, "site": "FNAL",
+             "hold_reason": "over memory"}]
+    table = held_table(rows, "held", now=T0)
+    whole_columns(table, 60, "hold reason")
+    assert all(c.width is None for c in table.columns)
+    lines = _rendered(table, 60)
+    assert max(len(ln) for ln in lines) <= 60
+    assert "".join(ln.split("│")[1].strip() for ln in lines if ln.count("│") > 2) == rows[0]["job_id"]
