@@ -142,3 +142,30 @@ def test_each_step_equals_a_replay_of_the_prefix_clickhouse(clickhouse_server, s
         steps = history(st, c, "s1", every_s=4.0, since=0.0, until=20.0, rate_window_h=WINDOW_H)
     want = [n for n in (prefix_numbers(events, c, "s1", t) for t in range(0, 21, 4)) if n is not None]
     assert steps == want
+
+
+@pytest.mark.parametrize("width", [200, 120, 80, 50])
+def test_table_fits_the_terminal_whole_columns_left_out_and_named(width):
+    """As the overview: each shown column whole (no ellipsis, no folded number), the lines within the width,
+    the time and the stall flag kept longest, the columns left out named under the table."""
+    from rich.console import Console
+
+    from stagewatch.cli_history import TABLE_COLUMNS, history_table
+    from stagewatch.console import fmt_number
+
+    steps = []
+    for i in range(3):
+        s = {n: 1_234_567 + i for n in TABLE_COLUMNS}
+        s.update(ts=1_500_000_000 + 3600 * i, stalled=i == 2, located_rate_per_h=12_345.6)
+        steps.append(s)
+    c = Console(width=width, record=True, force_terminal=False, color_system=None)
+    c.print(history_table(steps, "h", width))
+    text = c.export_text()
+    lines = text.splitlines()
+    assert max(len(ln) for ln in lines) <= width and "…" not in text
+    data = [ln for ln in lines if ln.startswith("2017-")]
+    assert len(data) == 3 and data[2].rstrip().endswith("STALLED")  # one line per step: nothing folded
+    shown = data[0].split()[2:]  # after the date and the time
+    assert all(v == "1,234,567" or v == fmt_number(12_345.6) for v in shown)
+    named = "Not shown at this width" in text
+    assert named == (len(shown) < len(TABLE_COLUMNS))
