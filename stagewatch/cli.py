@@ -18,11 +18,11 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from rich.table import Table
-from rich.text import Text
 
 from processors.forecast import DEFAULT_RATE_WINDOW_H
 from processors.numbers import FILE_BUCKETS, GLOSSARY_URL, NUMBERS, STALL_THRESHOLD_S
-from stagewatch.console import cell, esc, fmt_duration, fmt_number, fmt_ts, whole_columns
+from stagewatch.console import esc, fmt_duration, fmt_number, fmt_ts
+from stagewatch.views.tables import Field, fitted_table
 from stagewatch.samweb_dims import DEFAULT_MAX_CHARS as DEFAULT_DIMS_CHARS
 from stagewatch.store import DEFAULT_STORE, DEMO_STORE, Store, StoreError, open_store
 
@@ -479,14 +479,14 @@ def files(
         return
     when_text = f" at {fmt_ts(when)} UTC" if when is not None else ""
     shown = f"{len(rows):,} of {total:,}" if total > len(rows) else f"{len(rows):,}"
-    t = Table(title=Text(f"{campaign} / {stage}: {shown} input files{when_text}"))
-    for c in ("file", "bucket", "deliveries", "disposition", "disposition_job", "outputs", "last event"):
-        t.add_column(c, justify="right" if c == "deliveries" else "left", overflow="fold")  # names fold, never cut
-    for r in rows:
-        t.add_row(cell(r["file"]), cell(r["bucket"]), cell(r["deliveries"]), cell(r["disposition"]),
-                  cell(r["disposition_job"]),
-                  cell(", ".join(map(str, r["outputs"]))), cell(fmt_ts(r.get("last_ts"))))
-    console.print(t)
+    fields = [Field("file", lambda r: r["file"]), Field("bucket", lambda r: r["bucket"]),
+              Field("deliveries", lambda r: r["deliveries"], "right"), Field("disposition", lambda r: r["disposition"]),
+              Field("disposition job", lambda r: r["disposition_job"]),
+              Field("outputs", lambda r: ", ".join(map(str, r["outputs"])), free=True),
+              Field("last event (UTC)", lambda r: fmt_ts(r.get("last_ts")))]
+    console.print(fitted_table(rows, fields, f"{campaign} / {stage}: {shown} input files{when_text}", console.width,
+                               ["file", "bucket", "deliveries", "last event (UTC)", "disposition", "outputs",
+                                "disposition job"]))
 
 
 SORT_ALIASES: dict[str, str] = {
@@ -549,54 +549,49 @@ def jobs(
     if format == Fmt.json:
         sys.stdout.write(json.dumps(rows, indent=2, default=str) + "\n")
         return
-    table = (held_table if state == "held" else jobs_table)(
+    console.print((held_table if state == "held" else jobs_table)(
         rows, f"{campaign} / {stage}: jobs" + (f" ({state})" if state else "")
         + (f", {len(rows):,} of {total:,}" if total > len(rows) else "")
-        + (f" at {fmt_ts(when)} UTC" if when is not None else ""), now=when if when is not None else time.time())
-    whole_columns(table, console.width, "hold reason")
-    console.print(table)
+        + (f" at {fmt_ts(when)} UTC" if when is not None else ""), now=when if when is not None else time.time(),
+        width=console.width))
 
 
-def held_table(rows: list[dict[str, Any]], title: str, now: float) -> Table:
+def _code(r: dict[str, Any]) -> str | None:
+    code, sub = r.get("hold_code"), r.get("hold_subcode")
+    return None if code is None else f"{code}/{'-' if sub is None else sub}"
+
+
+def held_table(rows: list[dict[str, Any]], title: str, now: float, width: int = 10_000) -> Table:
     """Held jobs, longest held first, laid out as `condor_q -hold`: the short fields, then why (free text,
-    the column that wraps when the terminal is narrow). Attempts, restarts and the submission are in `jobs`
-    and `job ID`."""
-    t = Table(title=Text(title))
-    for c in ("job_id", "held since (UTC)", "held for", "code/sub", "site", "hold reason"):
-        t.add_column(c, justify="right" if c == "held for" else "left", overflow="fold")
-    for r in rows:
-        code, sub, since = r.get("hold_code"), r.get("hold_subcode"), r.get("held_ts")
-        t.add_row(cell(r["job_id"]), cell(fmt_ts(since)),
-                  cell(None if since is None else fmt_duration(now - float(since))),
-                  cell(None if code is None else f"{code}/{'-' if sub is None else sub}"),
-                  cell(r.get("site")), cell(r.get("hold_reason")))
-    return t
+    the column that wraps). Attempts, restarts and the submission are in `jobs` and `job ID`."""
+    since = lambda r: r.get("held_ts")  # noqa: E731
+    fields = [Field("job_id", lambda r: r["job_id"]),
+              Field("held since (UTC)", lambda r: fmt_ts(since(r))),
+              Field("held for", lambda r: None if since(r) is None else fmt_duration(now - float(since(r))), "right"),
+              Field("code/sub", _code), Field("site", lambda r: r.get("site")),
+              Field("hold reason", lambda r: r.get("hold_reason"), free=True)]
+    return fitted_table(rows, fields, title, width,
+                        ["job_id", "hold reason", "held for", "held since (UTC)", "code/sub", "site"])
 
 
-def jobs_table(rows: list[dict[str, Any]], title: str, now: float) -> Table:
-    """The jobs list; holds (reason, code/subcode, held since) when the rows carry them."""
-    t = Table(title=Text(title))
-    numeric = {"attempts", "restarts", "exit_code", "signal", "cpu_efficiency_pct", "badput_core_hours"}
-    cols = ["job_id", "state", "attempts", "restarts", "exit_code", "signal", "cpu_efficiency_pct",
-            "badput_core_hours", "site", "last event"]
-    holds = any(r.get("hold_reason") for r in rows)
-    if holds:
-        cols += ["hold reason", "code/subcode", "held since"]
-    for c in cols:
-        t.add_column(c, justify="right" if c in numeric else "left", overflow="fold")
-    for r in rows:
-        cells = [cell(r["job_id"]), cell(r["state"]), cell(r["attempts"]), cell(r["restarts"]), cell(r["exit_code"]),
-                 cell(r["signal"]), cell(fmt_number(r["cpu_efficiency_pct"], 1)),
-                 cell(fmt_number(r["badput_core_hours"], 2)), cell(r["site"]), cell(fmt_ts(r.get("last_ts")))]
-        if holds:
-            code = r.get("hold_code")
-            sub = r.get("hold_subcode")
-            cells += [cell(r.get("hold_reason")),
-                      cell(None if code is None else f"{code}/{'-' if sub is None else sub}"),
-                      cell(None if r.get("held_ts") is None else
-                           f"{fmt_ts(r['held_ts'])} ({fmt_duration(now - float(r['held_ts']))})")]
-        t.add_row(*cells)
-    return t
+def jobs_table(rows: list[dict[str, Any]], title: str, now: float, width: int = 10_000) -> Table:
+    """The jobs list (the glossary's short names as headers); holds (reason, code/subcode, held since) when the
+    rows carry them. Columns that do not fit the terminal go, least needed first, and are named."""
+    fields = [Field("job_id", lambda r: r["job_id"]), Field("state", lambda r: r["state"]),
+              Field("attempts", lambda r: r["attempts"], "right"), Field("restarts", lambda r: r["restarts"], "right"),
+              Field("exit code", lambda r: r["exit_code"], "right"), Field("signal", lambda r: r["signal"], "right"),
+              Field("CPU eff %", lambda r: fmt_number(r["cpu_efficiency_pct"], 1), "right"),
+              Field("badput core-h", lambda r: fmt_number(r["badput_core_hours"], 2), "right"),
+              Field("site", lambda r: r["site"]), Field("last event (UTC)", lambda r: fmt_ts(r.get("last_ts")))]
+    priority = ["job_id", "state", "restarts", "attempts", "last event (UTC)", "site", "badput core-h", "CPU eff %",
+                "exit code", "signal"]
+    if any(r.get("hold_reason") for r in rows):
+        fields += [Field("hold reason", lambda r: r.get("hold_reason"), free=True), Field("code/sub", _code),
+                   Field("held since (UTC)", lambda r: None if r.get("held_ts") is None else
+                         f"{fmt_ts(r['held_ts'])} ({fmt_duration(now - float(r['held_ts']))})")]
+        priority[2:2] = ["hold reason"]
+        priority += ["held since (UTC)", "code/sub"]
+    return fitted_table(rows, fields, title, width, priority)
 
 
 @app.command()
@@ -635,21 +630,20 @@ def job(
         sys.stdout.write(json.dumps({"campaign": campaign, "stage": stage, "job_id": job_id, **data}, indent=2,
                                     default=str) + "\n")
         return
-    t = Table(title=Text(f"{job_id}: attempts ({campaign} / {stage})"))
-    for c in ("attempt", "started", "ended", "ended_by", "wall", "cores", "exit_code", "signal", "site", "host"):
-        t.add_column(c, justify="right" if c in ("attempt", "wall", "cores", "exit_code", "signal") else "left",
-                     overflow="fold")
-    for a in data["attempts"]:
-        t.add_row(cell(a["attempt"]), cell(fmt_ts(a["started_ts"])), cell(fmt_ts(a["ended_ts"])),
-                  cell(a["ended_by"] or "(open)"), cell(fmt_duration(a["wall_s"])), cell(a["cores"]),
-                  cell(a["exit_code"]), cell(a["signal"]), cell(a["site"]), cell(a["host"]))
-    console.print(t)
-    e = Table(title=Text(f"{job_id}: events"))
-    for c in ("time", "type", "event_id", "reason"):
-        e.add_column(c, overflow="fold")
-    for ev in data["events"]:
-        e.add_row(cell(fmt_ts(ev["ts"])), cell(ev["type"]), cell(ev["event_id"]), cell(ev["reason"]))
-    console.print(e)
+    right = "right"
+    attempts = [Field("attempt", lambda a: a["attempt"], right), Field("started (UTC)", lambda a: fmt_ts(a["started_ts"])),
+                Field("ended (UTC)", lambda a: fmt_ts(a["ended_ts"])),
+                Field("ended by", lambda a: a["ended_by"] or "(open)"),
+                Field("wall", lambda a: fmt_duration(a["wall_s"]), right), Field("cores", lambda a: a["cores"], right),
+                Field("exit code", lambda a: a["exit_code"], right), Field("signal", lambda a: a["signal"], right),
+                Field("site", lambda a: a["site"]), Field("host", lambda a: a["host"], free=True)]
+    console.print(fitted_table(data["attempts"], attempts, f"{job_id}: attempts ({campaign} / {stage})",
+                               console.width, ["attempt", "started (UTC)", "ended by", "wall", "site", "ended (UTC)",
+                                               "exit code", "signal", "host", "cores"]))
+    events = [Field("time (UTC)", lambda ev: fmt_ts(ev["ts"])), Field("type", lambda ev: ev["type"]),
+              Field("reason", lambda ev: ev["reason"], free=True), Field("event_id", lambda ev: ev["event_id"])]
+    console.print(fitted_table(data["events"], events, f"{job_id}: events", console.width,
+                               ["time (UTC)", "type", "reason", "event_id"]))
 
 
 def _shell_word(value: str) -> str:

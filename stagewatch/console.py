@@ -14,9 +14,7 @@ import math
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from rich.cells import cell_len
 from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 
 
@@ -133,29 +131,3 @@ def resolve_choice(value: str, aliases: dict[str, str], option: str, shown: Iter
     hint = f"did you mean {' or '.join(repr(c) for c in close)}? " if close else ""
     return_msg = f"{option} {value!r} is not known; {hint}choose one of {', '.join(names)}."
     raise ValueError(return_msg)
-
-
-FREE_TEXT_MIN = 16
-"""The fewest columns the free-text column of a `whole_columns` table is left."""
-
-
-def whole_columns(table: Table, width: int, free: str) -> None:
-    """Keep every column of `table` but the one headed `free` (free text, e.g. a hold reason) whole.
-
-    Why: squeezed into a terminal, rich folds the widest columns first, so a job id or a time is broken
-    across lines while a sentence beside it still has room. When the other columns fit in `width` at their
-    widest cell with FREE_TEXT_MIN left for the free text, they get exactly that width and only the free
-    text wraps; otherwise the table is left as it is (everything folds, nothing is cut). Call after the
-    rows are added.
-    """
-    cols = table.columns
-    if not any(str(c.header) == free for c in cols):
-        return
-    need = {id(c): max([cell_len(str(c.header))] + [cell_len(x.plain if isinstance(x, Text) else str(x))
-                                                     for x in c.cells]) for c in cols if str(c.header) != free}
-    borders = 3 * len(cols) + 1  # rich's default box: a rule and a space of padding each side per column
-    if sum(need.values()) + borders + FREE_TEXT_MIN > width:
-        return
-    for c in cols:
-        if id(c) in need:
-            c.width = need[id(c)]

@@ -4,6 +4,7 @@ state and sort names; '-' for missing values; human durations."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -134,6 +135,7 @@ def test_find_job_on_the_server(clickhouse_server):
         assert find_job(srv, "nope") == []
 
 
+
 def _rendered(table, width: int) -> list[str]:
     from rich.console import Console
 
@@ -142,37 +144,48 @@ def _rendered(table, width: int) -> list[str]:
     return c.export_text().splitlines()
 
 
-@pytest.mark.parametrize("width", [120, 160])
-def test_held_jobs_keep_ids_and_times_whole_and_wrap_the_reason(width):
-    """As `condor_q -hold`: at a terminal's width the id, times, code and site stay on one line each and only
-    the hold reason wraps; every word of it is still shown."""
-    from stagewatch.cli import held_table
-    from stagewatch.console import whole_columns
+REASON = "Job has gone over memory limit of 2000 megabytes. Peak usage: 2481 megabytes."
+HELD = [{"job_id": f"fifebatch2.fnal.gov#17324126.{i}", "held_ts": T0 - 3600 * i, "hold_code": 34,
+         "hold_subcode": 0, "site": "OSG-Nebraska", "hold_reason": REASON, "state": "held", "attempts": 2,
+         "restarts": 1, "exit_code": None, "signal": None, "cpu_efficiency_pct": 91.5, "badput_core_hours": 1.25,
+         "last_ts": T0 - 60} for i in range(100, 103)]
 
-    reason = "Job has gone over memory limit of 2000 megabytes. Peak usage: 2481 megabytes."
-    rows = [{"job_id": f"fifebatch2.fnal.gov#17324126.{i}", "held_ts": T0 - 3600 * i, "hold_code": 34,
-             "hold_subcode": 0, "site": "OSG-Nebraska", "hold_reason": reason} for i in range(100, 103)]
-    table = held_table(rows, "held", now=T0)
-    whole_columns(table, width, "hold reason")
-    lines = _rendered(table, width)
+
+def _values_whole(lines: list[str], row: dict, shown: list[str]) -> None:
+    line = next(ln for ln in lines if row["job_id"] in ln)  # the id whole, on its row's first line
+    for v in shown:
+        assert v in line, (v, line)
+
+
+@pytest.mark.parametrize("width", [200, 120, 100, 80, 60])
+def test_held_jobs_fit_the_terminal_ids_and_times_whole(width):
+    """As `condor_q -hold`: the id, times, code and site on one line each; only the hold reason wraps (every
+    word of it still shown); a column that does not fit is left out and named, never folded. At 120 columns
+    every column is shown."""
+    from stagewatch.cli import held_table
+
+    lines = _rendered(held_table(HELD, "held", now=T0, width=width), width)
+    text = "\n".join(lines)
     assert max(len(ln) for ln in lines) <= width
-    for r in rows:
-        line = next(ln for ln in lines if r["job_id"] in ln)  # the id whole, on its row's first line
-        assert "34/0" in line and "OSG-Nebraska" in line and fmt_duration(T0 - r["held_ts"]) in line
-    words = " ".join(ln.split("│")[-2] for ln in lines if ln.count("│") > 2).split()
-    assert " ".join(words).count(reason) == len(rows)
+    named = re.search(r"Not shown at this width: (.*?) \(--format json", " ".join(text.split()))
+    hidden = named.group(1).split(", ") if named else []
+    shows = {h: h not in hidden for h in ("held for", "code/sub", "site")}  # the caption names those left out
+    for r in HELD:
+        _values_whole(lines, r, [fmt_duration(T0 - r["held_ts"])] * shows["held for"]
+                      + ["34/0"] * shows["code/sub"] + ["OSG-Nebraska"] * shows["site"])
+    words = " ".join(ln.split("│")[-2] for ln in lines if ln.count("│") > 2).split()  # the reason comes last
+    assert " ".join(words).count(REASON) == len(HELD)
+    assert ("Not shown at this width" in text) == (not all(shows.values()))
+    assert all(shows.values()) or width < 120
 
 
-def test_whole_columns_leaves_a_table_too_narrow_for_them_folding():
-    """Below what the short columns need, nothing is cut: rich folds every column as before."""
-    from stagewatch.cli import held_table
-    from stagewatch.console import whole_columns
+@pytest.mark.parametrize("width", [250, 120, 80])
+def test_jobs_list_fits_the_terminal_ids_whole(width):
+    from stagewatch.cli import jobs_table
 
-    rows = [{"job_id": "fifebatch2.fnal.gov#17324126.181", "held_ts": T0, "hold_code": None, "site": "FNAL",
-             "hold_reason": "over memory"}]
-    table = held_table(rows, "held", now=T0)
-    whole_columns(table, 60, "hold reason")
-    assert all(c.width is None for c in table.columns)
-    lines = _rendered(table, 60)
-    assert max(len(ln) for ln in lines) <= 60
-    assert "".join(ln.split("│")[1].strip() for ln in lines if ln.count("│") > 2) == rows[0]["job_id"]
+    lines = _rendered(jobs_table(HELD, "jobs", now=T0, width=width), width)
+    text = " ".join(lines)
+    assert max(len(ln) for ln in lines) <= width
+    for r in HELD:
+        _values_whole(lines, r, ["held"])
+    assert ("Not shown at this width" in text) == (width < 250)
