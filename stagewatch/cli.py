@@ -9,7 +9,7 @@ import math
 import os
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -755,10 +755,18 @@ def demo(
             report = replay_events(st, track(latest(simulate_many(PRESETS[preset](), seed))))
         result = read_status(st, as_of=last if math.isfinite(last) else None, forecast=True)
     console.print(overview_table(result))
+    # the talk's events are from 2017: read "now", every stage with work left is STALLED, so the next command
+    # shown puts the stall clock at the last event, as the overview above does
+    clock, why = "", ""
+    if math.isfinite(last) and time.time() - last > STALL_THRESHOLD_S:
+        when = datetime.fromtimestamp(math.ceil(last), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        clock = f" --now {when}"
+        why = (" (--now: the stall clock at the simulation's last event, as above; without it every stage with "
+               "work left is STALLED today)")
     err.print(f"{report.lines:,} events ({report.duplicates:,} duplicate deliveries) replayed in "
               f"{time.perf_counter() - t0:.1f} s into {esc(url)}; as of the last event. Next: "
-              f"`stagewatch status --store {esc(url)}`, `stagewatch missing-files --store {esc(url)} --campaign C "
-              "--stage S`.", highlight=False)
+              f"`stagewatch status --store {esc(url)}{clock}`{why}, `stagewatch missing-files --store {esc(url)} "
+              "--campaign C --stage S`.", highlight=False)
 
 
 def _remove_demo_store(path: str) -> None:

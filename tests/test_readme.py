@@ -190,6 +190,12 @@ def test_fresh_machine_block_is_what_ci_runs(stagewatch_command, tmp_path):
     assert (talk["input_files"], talk["jobs"], talk["files_without_located_output"]) == (30_000, 44_248, 310)
     n = int(re.search(r"([\d,]+) events", res.stderr).group(1).replace(",", ""))
     assert 350_000 <= n <= 362_000, res.stderr  # "about 356,000 events"
+    # the next command the demo suggests runs as printed and shows what the demo showed (its stall clock)
+    hint = re.search(r"Next: `(stagewatch status [^`]*)`", " ".join(res.stderr.split())).group(1)
+    assert " --now 2017-06-20T" in hint, hint
+    again = run_block(hint + "\n", tmp_path, TOUR_TIMEOUT_S)
+    assert again.returncode == 0, _explain(again)
+    assert again.stdout.count("STALLED") == res.stdout.count("STALLED") == 1, again.stdout
 
 
 @pytest.fixture(scope="module")
