@@ -15,27 +15,23 @@ from typing import Any, Optional
 import typer
 
 
-def holds_table(rows: list[dict[str, Any]], *, title: str, clock: float) -> Any:
-    from rich.table import Table
-    from rich.text import Text
+def holds_table(rows: list[dict[str, Any]], *, title: str, clock: float, width: int = 10_000) -> Any:
+    """The hold reasons, fitted to `width` (stagewatch.views.tables): the reason wraps, numbers stay whole."""
+    from stagewatch.console import fmt_duration, fmt_number, fmt_ts
+    from stagewatch.views.tables import Field, fitted_table
 
-    from stagewatch.console import cell, fmt_duration, fmt_number, fmt_ts
+    def since(r: dict[str, Any]) -> str:
+        ts = r["held_since_ts"]
+        return fmt_ts(ts) + ("" if ts is None else f" ({fmt_duration(clock - ts)} ago)")
 
-    t = Table(title=Text(title), caption=Text("Held jobs by their latest hold; codes are HTCondor's HoldReasonCode/"
-                                              "SubCode ('-' when the events carry none)."))
-    t.add_column("Campaign", no_wrap=True)
-    t.add_column("Stage", no_wrap=True)
-    t.add_column("Held", justify="right", no_wrap=True)
-    t.add_column("Code", justify="right", no_wrap=True)
-    t.add_column("Sub", justify="right", no_wrap=True)
-    t.add_column("Reason", overflow="fold", max_width=60)
-    t.add_column("Held since (UTC)", no_wrap=True)
-    for r in rows:
-        since = r["held_since_ts"]
-        ago = "" if since is None else f" ({fmt_duration(clock - since)} ago)"
-        t.add_row(cell(r["campaign"]), cell(r["stage"]), Text(fmt_number(r["jobs_held"])), cell(r["hold_code"]),
-                  cell(r["hold_subcode"]), cell(r["hold_reason"]), Text(fmt_ts(since) + ago))
-    return t
+    fields = [Field("Campaign", lambda r: r["campaign"]), Field("Stage", lambda r: r["stage"]),
+              Field("Held", lambda r: fmt_number(r["jobs_held"]), "right"),
+              Field("Code", lambda r: r["hold_code"], "right"), Field("Sub", lambda r: r["hold_subcode"], "right"),
+              Field("Reason", lambda r: r["hold_reason"], free=True), Field("Held since (UTC)", since)]
+    return fitted_table(rows, fields, title, width,
+                        ["Campaign", "Stage", "Held", "Reason", "Held since (UTC)", "Code", "Sub"],
+                        note="Held jobs by their latest hold; codes are HTCondor's HoldReasonCode/SubCode ('-' "
+                             "when the events carry none).")
 
 
 def register(app: typer.Typer) -> None:
@@ -70,4 +66,5 @@ def register(app: typer.Typer) -> None:
                                                                else "") + ".")
             return
         title = "Hold reasons" + (f" — as it stood at {fmt_ts(when)} UTC" if when is not None else "")
-        console.print(holds_table(rows, title=title, clock=time.time() if clock is None else clock))
+        console.print(holds_table(rows, title=title, clock=time.time() if clock is None else clock,
+                                  width=console.width))

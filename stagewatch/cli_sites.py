@@ -26,28 +26,23 @@ def causes_text(by_cause: dict[str, int]) -> str:
     return ", ".join(parts) or "-"
 
 
-def sites_table(rows: list[dict[str, Any]], *, title: str, one_stage: bool) -> Any:
-    from rich.table import Table
-    from rich.text import Text
+def sites_table(rows: list[dict[str, Any]], *, title: str, one_stage: bool, width: int = 10_000) -> Any:
+    """The sites, fitted to `width` (stagewatch.views.tables): badput and restarts before the rest."""
+    from stagewatch.console import fmt_number
+    from stagewatch.views.tables import Field, fitted_table
 
-    from stagewatch.console import cell, fmt_number
-
-    t = Table(title=Text(title), caption=Text("Definitions: `stagewatch glossary` (Sites). Sorted by badput."))
-    if not one_stage:
-        t.add_column("Campaign", no_wrap=True)
-        t.add_column("Stage", no_wrap=True)
-    t.add_column("Site", no_wrap=True)
-    for header in ("Attempts", "Restarts"):
-        t.add_column(header, justify="right", no_wrap=True)
-    t.add_column("Restarts by cause", no_wrap=False)
-    for header in ("Badput core-h", "CPU eff %", "Held"):
-        t.add_column(header, justify="right", no_wrap=True)
-    for r in rows:
-        first = [] if one_stage else [cell(r["campaign"]), cell(r["stage"])]
-        t.add_row(*first, cell(r["site"]), Text(fmt_number(r["attempts"])), Text(fmt_number(r["restarts"])),
-                  Text(causes_text(r["restarts_by_cause"])), Text(fmt_number(r["badput_core_hours"], 2)),
-                  Text(fmt_number(r["cpu_efficiency_pct"])), Text(fmt_number(r["jobs_held"])))
-    return t
+    names = [] if one_stage else [Field("Campaign", lambda r: r["campaign"]), Field("Stage", lambda r: r["stage"])]
+    fields = [*names, Field("Site", lambda r: r["site"]),
+              Field("Attempts", lambda r: fmt_number(r["attempts"]), "right"),
+              Field("Restarts", lambda r: fmt_number(r["restarts"]), "right"),
+              Field("Restarts by cause", lambda r: causes_text(r["restarts_by_cause"]), free=True),
+              Field("Badput core-h", lambda r: fmt_number(r["badput_core_hours"], 2), "right"),
+              Field("CPU eff %", lambda r: fmt_number(r["cpu_efficiency_pct"]), "right"),
+              Field("Held", lambda r: fmt_number(r["jobs_held"]), "right")]
+    priority = [f.header for f in names] + ["Site", "Badput core-h", "Restarts", "Restarts by cause", "Attempts",
+                                            "CPU eff %", "Held"]
+    return fitted_table(rows, fields, title, width, priority,
+                        note="Definitions: `stagewatch glossary` (Sites). Sorted by badput.")
 
 
 def register(app: typer.Typer) -> None:
@@ -86,4 +81,4 @@ def register(app: typer.Typer) -> None:
         if when is not None:
             title += f" — as it stood at {fmt_ts(when)} UTC"
         one = campaign is not None and stage is not None
-        console.print(sites_table(rows, title=title, one_stage=one))
+        console.print(sites_table(rows, title=title, one_stage=one, width=console.width))

@@ -43,7 +43,7 @@ def fmt_ts(ts: float | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
 
 
 def fmt_number(value: Any, digits: int | None = None) -> str:
-    """A number as text (thousands separators for integers); never raises, whatever the value."""
+    """A number as text with thousands separators ("1,243.20"); never raises, whatever the value."""
     if value is None:
         return "-"
     try:
@@ -54,9 +54,9 @@ def fmt_number(value: Any, digits: int | None = None) -> str:
         if isinstance(value, float):
             if not math.isfinite(value):
                 return str(value)
-            if digits is not None:
-                return f"{value:.{digits}f}"
-            return f"{value:.1f}" if abs(value) < 1e15 else repr(value)
+            if abs(value) >= 1e15:
+                return repr(value)
+            return f"{value:,.{1 if digits is None else digits}f}"
     except (ValueError, OverflowError):  # pragma: no cover - defensive: formatting a number must not fail
         pass
     return str(value)

@@ -35,7 +35,7 @@ class Field:
     free: bool = False  # free text: wraps to take the width the other columns leave
 
 
-HEADER_WHOLE = 12
+HEADER_WHOLE = 14
 """A header up to this long stays on one line ("held for"); a longer one wraps between its words."""
 
 
@@ -49,12 +49,12 @@ def natural(field: Field, cells: list[Text]) -> int:
 
 
 def fitted_table(rows: list[dict[str, Any]], fields: Sequence[Field], title: str, width: int,
-                 priority: Sequence[str] | None = None) -> Table:
+                 priority: Sequence[str] | None = None, note: str | None = None) -> Table:
     """`rows` as a table of `fields` (in their order) that fits `width` terminal columns.
 
     Columns are taken in `priority` order (header names; default: table order) while they fit at their
     natural width, strictly: a later, narrower column never replaces an earlier one. The first is always
-    shown. Those left out are named in the caption.
+    shown. Those left out are named in the caption, after `note`.
     """
     cells = {f.header: [cell(f.value(r)) for r in rows] for f in fields}
     by_header = {f.header: f for f in fields}
@@ -68,8 +68,10 @@ def fitted_table(rows: list[dict[str, Any]], fields: Sequence[Field], title: str
         shown.add(header)
         used += extra
     hidden = [f.header for f in fields if f.header not in shown]
-    caption = (Text(f"Not shown at this width: {', '.join(hidden)} (--format json has every field).", style="dim")
-               if hidden else None)
+    lines = [note] if note else []
+    if hidden:
+        lines.append(f"Not shown at this width: {', '.join(hidden)} (--format json has every field).")
+    caption = Text("\n".join(lines), style="dim") if lines else None
     t = Table(title=Text(title), caption=caption)
     spare = max(0, width - used)
     free = [f.header for f in fields if f.header in shown and by_header[f.header].free]
