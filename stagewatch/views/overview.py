@@ -63,6 +63,9 @@ def _slash(*keys: str) -> Callable[[dict[str, Any], float], str]:
     return lambda s, now: "/".join(fmt_number(s.get(k)) for k in keys)
 
 
+STALLED_SUFFIX = " STALLED"
+"""The compact overview's stall flag, after the stage's name (or under it when the names have no room)."""
+
 COMPACT: tuple[Column, ...] = (
     # priority order: the first columns are the last to go (names and STALLED are in the first column)
     Column(f"{short('files_located')}/ {short('input_files')} %", _located,
@@ -175,7 +178,9 @@ def overview(result: dict[str, Any], width: int, wide: bool = False) -> Overview
             shown.append(c)
             used += extra
         spare = width - used
-        name_w = min(longest, name_w + spare)  # what is left widens the names, up to the longest
+        # what is left widens the names, up to the longest, and then to put STALLED on its stage's line
+        inline = max([longest] + [len(st["stage"]) + len(STALLED_SUFFIX) for st in stages if st["stalled"]])
+        name_w = min(inline, name_w + spare)
     hidden = [c for c in candidates if c not in shown]
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=0, expand=False)
     if wide:
@@ -191,8 +196,9 @@ def overview(result: dict[str, Any], width: int, wide: bool = False) -> Overview
         cells = [_bar_text(texts[id(c)][i], s) if c.keys[:1] == ("files_located",) else Text(texts[id(c)][i])
                  for c in shown]
         label = Text(s["stage"], style="bold")
-        if s["stalled"] and not wide:
-            label.append("\nSTALLED", style="red bold")
+        if s["stalled"] and not wide:  # on the stage's line when the names have room, else under it
+            fits = len(s["stage"]) + len(STALLED_SUFFIX) <= name_w
+            label.append(STALLED_SUFFIX if fits else "\nSTALLED", style="red bold")
         if wide:
             table.add_row(Text(s["campaign"]), label, *cells)
             continue

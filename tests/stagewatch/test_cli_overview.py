@@ -103,6 +103,24 @@ def test_hostile_and_long_names_never_cut_a_number(width):
         assert "not shown at this width" in flat(text)
 
 
+@pytest.mark.parametrize("width", [200, 150, 120, 80])
+def test_stalled_is_on_the_stage_line_when_the_names_have_room(width):
+    """STALLED follows a stalled stage's name on its line when the spare width allows, else goes under it;
+    either way each stalled stage shows it once and no other does."""
+    result = big_result([("nova_prod5_mc", "fd_mcgen_cry_fhc_all"), ("nova_prod5_mc", "fd_reco_cry_fhc_all"),
+                         ("nova_keepup", "fd_keepup_raw2root")])
+    lines, view = rendered(result, width)
+    assert "\n".join(lines).count("STALLED") == sum(s["stalled"] for s in result["stages"]) == 2
+    for s in result["stages"]:
+        first = next(i for i, ln in enumerate(lines) if ln.startswith(s["stage"]))
+        inline = lines[first].startswith(f"{s['stage']} STALLED")
+        under = lines[first + 1].startswith("STALLED")
+        assert (inline or under) == s["stalled"], lines
+        assert not s["stalled"] or inline == (len(s["stage"]) + len(" STALLED") <= view.table.columns[0].min_width)
+    if width == 200:
+        assert all(ln.startswith("STALLED") is False for ln in lines)  # room enough: all inline
+
+
 def test_narrower_means_fewer_columns_not_cut_ones():
     result = big_result([("c", "s"), ("c", "t")])
     shown = [len(overview(result, w).shown) for w in (200, 120, 100, 80, 60)]
