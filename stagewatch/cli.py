@@ -638,8 +638,8 @@ def job(
                 Field("exit code", lambda a: a["exit_code"], right), Field("signal", lambda a: a["signal"], right),
                 Field("site", lambda a: a["site"]), Field("host", lambda a: a["host"], free=True)]
     console.print(fitted_table(data["attempts"], attempts, f"{job_id}: attempts ({campaign} / {stage})",
-                               console.width, ["attempt", "started (UTC)", "ended by", "wall", "site", "ended (UTC)",
-                                               "exit code", "signal", "host", "cores"]))
+                               console.width, ["attempt", "started (UTC)", "ended by", "wall", "site", "host",
+                                               "ended (UTC)", "exit code", "signal", "cores"]))
     events = [Field("time (UTC)", lambda ev: fmt_ts(ev["ts"])), Field("type", lambda ev: ev["type"]),
               Field("reason", lambda ev: ev["reason"], free=True), Field("event_id", lambda ev: ev["event_id"])]
     console.print(fitted_table(data["events"], events, f"{job_id}: events", console.width,
