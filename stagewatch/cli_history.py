@@ -52,48 +52,23 @@ TABLE_COLUMNS = ("input_files", "files_located", "files_without_located_output",
                  "files_pending", "jobs_running", "jobs_idle", "jobs_held", "restarts", "located_rate_per_h")
 
 
-HISTORY_GAP = 2
-"""Columns between two of the history table's columns: one of padding (collapsed) and the box's rule."""
-
-
 def history_table(steps: list[dict[str, Any]], title: str, width: int = 10_000) -> Any:
-    """Each step's numbers, one row per step, in `width` columns: as the overview does, each column is as
-    wide as its widest cell or header word (never an ellipsis, never a folded number) and the columns that
-    do not fit are left out, last first (the time and the stall flag go last), and named under the table."""
-    from rich import box
-    from rich.table import Table
+    """Each step's numbers, one row per step, fitted to `width` as the other tables are
+    (stagewatch.views.tables) in the overview's light box: the time and the stall flag are kept longest,
+    the numbers' headers wrap between words so thirteen columns fit 120."""
     from rich.text import Text
 
     from processors.numbers import FORECAST_NUMBERS, NUMBERS
     from stagewatch.console import fmt_number, fmt_ts
+    from stagewatch.views.tables import Field, fitted_table
 
     short = {n.name: n.short for n in (*NUMBERS, *FORECAST_NUMBERS)}
-    columns = [("Time (UTC)", "left", [Text(fmt_ts(s["ts"])) for s in steps])]
-    columns += [(short[n], "right", [Text(fmt_number(s[n])) for s in steps]) for n in TABLE_COLUMNS]
-    columns.append(("Stalled", "left", [Text("STALLED" if s["stalled"] else "", style="red bold") for s in steps]))
-    need = [max([len(w) for w in header.split()] + [len(c.plain) for c in cells]) for header, _, cells in columns]
-    shown: set[int] = set()
-    used = -HISTORY_GAP
-    for i in [0, len(columns) - 1, *range(1, len(columns) - 1)]:  # priority: time, stalled, then in order
-        if shown and used + HISTORY_GAP + need[i] > width:
-            break
-        shown.add(i)
-        used += HISTORY_GAP + need[i]
-    hidden = [header for i, (header, _, _) in enumerate(columns) if i not in shown]
-    caption = ("Each row: the numbers as they stood then (`status --at`); every number: --format json or csv. "
-               "Definitions: `stagewatch glossary`.")
-    if hidden:
-        caption = f"Not shown at this width: {', '.join(hidden)}. " + caption
-    # the overview's light box: a rule under the headers, a space between columns
-    t = Table(title=Text(title), caption=Text(caption), box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-              padding=(0, 1), collapse_padding=True)
-    keep = sorted(shown)
-    for i in keep:
-        header, justify, _ = columns[i]
-        t.add_column(header, justify=justify, overflow="fold", width=need[i])
-    for row in range(len(steps)):
-        t.add_row(*(columns[i][2][row] for i in keep))
-    return t
+    numbers = [Field(short[n], (lambda n: lambda s: fmt_number(s[n]))(n), "right") for n in TABLE_COLUMNS]
+    fields = [Field("Time (UTC)", lambda s: fmt_ts(s["ts"])), *numbers,
+              Field("Stalled", lambda s: Text("STALLED" if s["stalled"] else "", style="red bold"))]
+    return fitted_table(steps, fields, title, width, ["Time (UTC)", "Stalled", *(f.header for f in numbers)],
+                        note="Each row: the numbers as they stood then (`status --at`); every number: --format json "
+                             "or csv. Definitions: `stagewatch glossary`.", light=True, header_whole=0)
 
 
 def register(app: typer.Typer) -> None:

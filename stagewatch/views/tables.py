@@ -1,4 +1,4 @@
-"""The drill-down tables (jobs, held jobs, files) laid out for a terminal the way the overview is.
+"""The read commands' tables (jobs, held jobs, files, job, sites, holds, history) laid out for a terminal the way the overview is.
 
 Why: rich sizes each column by its longest line and then shrinks the widest ones in proportion, so at 120
 columns a 32-character job id was folded into four pieces while a sentence beside it kept its room. Here
@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+from rich import box
 from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
@@ -25,10 +26,14 @@ FREE_MIN = 16
 BORDER = 3
 """Columns rich's default box adds per column (a rule and a space of padding each side); plus one."""
 
+LIGHT_GAP = 2
+"""Columns between two columns of a light table (the overview's look: a rule under the headers only)."""
+
 
 @dataclass(frozen=True)
 class Field:
-    """One column: its header, how a row gives its text (None or "" prints as '-'), and its layout."""
+    """One column: its header, how a row gives its text (None or "" prints as '-'; a rich Text is shown as
+    it is, style included), and its layout."""
     header: str
     value: Callable[[dict[str, Any]], Any]
     justify: str = "left"
@@ -39,30 +44,33 @@ HEADER_WHOLE = 14
 """A header up to this long stays on one line ("held for"); a longer one wraps between its words."""
 
 
-def natural(field: Field, cells: list[Text]) -> int:
-    """A column's width: its widest cell, or its header (its longest word when longer than HEADER_WHOLE); a
-    free-text column at most FREE_MIN."""
+def natural(field: Field, cells: list[Text], header_whole: int = HEADER_WHOLE) -> int:
+    """A column's width: its widest cell, or its header (its longest word when longer than `header_whole`);
+    a free-text column at most FREE_MIN."""
     header = cell_len(field.header)
-    head = header if header <= HEADER_WHOLE else max(cell_len(w) for w in field.header.split())
+    head = header if header <= header_whole else max(cell_len(w) for w in field.header.split())
     widest = max([head] + [cell_len(c.plain) for c in cells] + [1])
     return min(widest, FREE_MIN) if field.free else widest
 
 
 def fitted_table(rows: list[dict[str, Any]], fields: Sequence[Field], title: str, width: int,
-                 priority: Sequence[str] | None = None, note: str | None = None) -> Table:
+                 priority: Sequence[str] | None = None, note: str | None = None, *, light: bool = False,
+                 header_whole: int = HEADER_WHOLE) -> Table:
     """`rows` as a table of `fields` (in their order) that fits `width` terminal columns.
 
     Columns are taken in `priority` order (header names; default: table order) while they fit at their
     natural width, strictly: a later, narrower column never replaces an earlier one. The first is always
-    shown. Those left out are named in the caption, after `note`.
+    shown. Those left out are named in the caption, after `note`. `light`: the overview's box (a rule
+    under the headers, no edges), for a dense grid of numbers; `header_whole`: see `natural`.
     """
-    cells = {f.header: [cell(f.value(r)) for r in rows] for f in fields}
+    cells = {f.header: [v if isinstance(v := f.value(r), Text) else cell(v) for r in rows] for f in fields}
     by_header = {f.header: f for f in fields}
-    need = {f.header: natural(f, cells[f.header]) for f in fields}
+    need = {f.header: natural(f, cells[f.header], header_whole) for f in fields}
+    edge, gap = (-LIGHT_GAP, LIGHT_GAP) if light else (1, BORDER)
     shown: set[str] = set()
-    used = 1
+    used = edge
     for header in priority or [f.header for f in fields]:
-        extra = need[header] + BORDER
+        extra = need[header] + gap
         if shown and used + extra > width:
             break
         shown.add(header)
@@ -72,7 +80,8 @@ def fitted_table(rows: list[dict[str, Any]], fields: Sequence[Field], title: str
     if hidden:
         lines.append(f"Not shown at this width: {', '.join(hidden)} (--format json has every field).")
     caption = Text("\n".join(lines), style="dim") if lines else None
-    t = Table(title=Text(title), caption=caption)
+    t = (Table(title=Text(title), caption=caption, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+               padding=(0, 1), collapse_padding=True) if light else Table(title=Text(title), caption=caption))
     spare = max(0, width - used)
     free = [f.header for f in fields if f.header in shown and by_header[f.header].free]
     for f in fields:

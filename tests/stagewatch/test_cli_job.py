@@ -15,6 +15,7 @@ from stagewatch.replay import replay_events
 from stagewatch.store import open_store
 from tests.builders import file, job
 from tests.stagewatch.test_cli_escaping import flat, run_cli
+from tests.stagewatch.test_views_tables import rendered
 
 T0 = 1497960000.0
 
@@ -137,11 +138,7 @@ def test_find_job_on_the_server(clickhouse_server):
 
 
 def _rendered(table, width: int) -> list[str]:
-    from rich.console import Console
-
-    c = Console(width=width, record=True, force_terminal=False, color_system=None)
-    c.print(table)
-    return c.export_text().splitlines()
+    return rendered(table, width).splitlines()
 
 
 REASON = "Job has gone over memory limit of 2000 megabytes. Peak usage: 2481 megabytes."
