@@ -9,7 +9,7 @@ import math
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
@@ -21,7 +21,7 @@ from rich.table import Table
 
 from processors.forecast import DEFAULT_RATE_WINDOW_H
 from processors.numbers import FILE_BUCKETS, GLOSSARY_URL, NUMBERS, STALL_THRESHOLD_S
-from stagewatch.console import esc, fmt_duration, fmt_number, fmt_ts
+from stagewatch.console import RFC3339, esc, fmt_duration, fmt_number, fmt_ts
 from stagewatch.views.tables import Field, fitted_table
 from stagewatch.samweb_dims import DEFAULT_MAX_CHARS as DEFAULT_DIMS_CHARS
 from stagewatch.store import DEFAULT_STORE, DEMO_STORE, Store, StoreError, open_store
@@ -759,8 +759,7 @@ def demo(
     # shown puts the stall clock at the last event, as the overview above does
     clock, why = "", ""
     if math.isfinite(last) and time.time() - last > STALL_THRESHOLD_S:
-        when = datetime.fromtimestamp(math.ceil(last), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        clock = f" --now {when}"
+        clock = f" --now {fmt_ts(math.ceil(last), RFC3339)}"
         why = (" (--now: the stall clock at the simulation's last event, as above; without it every stage with "
                "work left is STALLED today)")
     err.print(f"{report.lines:,} events ({report.duplicates:,} duplicate deliveries) replayed in "

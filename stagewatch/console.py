@@ -29,6 +29,10 @@ def cell(value: Any, style: str = "") -> Text:
     return Text("-" if value is None or value == "" else str(value), style=style)
 
 
+RFC3339 = "%Y-%m-%dT%H:%M:%SZ"
+"""`fmt_ts`'s format for a time a user pastes back into `--at` / `--now` (UTC, to the second)."""
+
+
 def fmt_ts(ts: float | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
     """A Unix time as UTC text; a time that no calendar date represents is shown as its number."""
     if ts is None:

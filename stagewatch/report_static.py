@@ -252,7 +252,7 @@ JS = r"""
   // the overview table: numbers never wrap nor get cut, so when they are too wide for the window the font
   // steps down (headers follow in em) until the table fits its box; below the floor the box scrolls
   var box = document.getElementById('overview'), table = box && box.querySelector('table.overview');
-  var px = 13;
+  var px = table ? parseFloat(getComputedStyle(table).fontSize) : 0;  // the style sheet's size to start from
   while (table && box.scrollWidth > box.clientWidth && px > FIT_MIN_PX) {
     px -= 0.5;
     table.style.fontSize = px + 'px';

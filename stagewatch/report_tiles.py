@@ -17,10 +17,8 @@ import html
 import shlex
 from typing import Any
 
-from datetime import datetime, timezone
-
 from dashboards.operator_panels import color_for
-from stagewatch.console import fmt_duration
+from stagewatch.console import RFC3339, fmt_duration, fmt_ts
 
 SHOWN = 5
 """Stages listed per tile; the rest are counted ("and 3 more")."""
@@ -42,13 +40,9 @@ def missing_files_command(campaign: str, stage: str, *, store_url: str | None = 
 
 
 def _at_text(at: float) -> str:
-    """`--at`'s value as people write it (RFC 3339, UTC) when that is exact, else the Unix seconds."""
-    if at.is_integer():
-        try:
-            return datetime.fromtimestamp(at, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        except (OverflowError, OSError, ValueError):
-            pass  # beyond what a datetime holds: the number is still exact
-    return repr(at)
+    """`--at`'s value as people write it (RFC 3339, UTC) when that is exact, else the Unix seconds (fmt_ts
+    gives a whole second beyond what a datetime holds as its number, exactly too)."""
+    return fmt_ts(at, RFC3339) if at.is_integer() else repr(at)
 
 
 def recovery_tile(stages: list[dict[str, Any]], *, store_url: str | None, at: float | None) -> dict[str, Any]:
